@@ -1,0 +1,1 @@
+"""alignment (see docs/architecture.md)."""

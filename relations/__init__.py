@@ -1,0 +1,1 @@
+"""relations (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Clip corpora: manifests, the synthetic scene renderer, real Debian media, swap donors."""

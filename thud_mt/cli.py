@@ -1,0 +1,143 @@
+"""The ``thud`` command. Subcommands import their work lazily so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from thud_mt.errors import ThudError
+
+
+def default_cache() -> Path:
+    """Where fetched media and built corpora live: ``$THUD_CACHE`` or ``~/.cache/thud-mt``."""
+    import os
+
+    return Path(os.environ.get("THUD_CACHE", Path.home() / ".cache" / "thud-mt"))
+
+
+class ThudGroup(click.Group):
+    """Turns ``ThudError`` into one clear line and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ThudError as exc:
+            click.echo(f"thud: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=ThudGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """thud-mt: test whether a video model really hears (Shift / Mute / Swap the audio)."""
+
+
+@main.group(cls=ThudGroup)
+def corpus() -> None:
+    """Build and inspect clip corpora (manifests of clips with annotated events)."""
+
+
+@corpus.command("synth")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write clips/ and manifest.json.")
+@click.option("--n", "n", type=click.IntRange(1), default=24, show_default=True, help="Number of clips to render.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Random seed: the same seed renders the same clips."
+)
+@click.option("--fps", type=click.FloatRange(1, 120), default=25.0, show_default=True, help="Frame rate of the clips.")
+@click.option("--width", type=click.IntRange(16, 1920), default=160, show_default=True, help="Frame width in pixels.")
+@click.option("--height", type=click.IntRange(16, 1080), default=120, show_default=True, help="Frame height in pixels.")
+@click.option(
+    "--sample-rate", type=click.IntRange(8000, 96000), default=16000, show_default=True, help="Audio rate (Hz)."
+)
+@click.option("--duration", type=click.FloatRange(2.0, 60.0), default=4.0, show_default=True, help="Seconds per clip.")
+@click.option(
+    "--sounds",
+    type=click.Choice(["auto", "real", "synth"]),
+    default="auto",
+    show_default=True,
+    help="Where the sounds come from: real Debian recordings (fetched by `thud corpus debian`), synthesized, "
+    "or auto (real when the Debian media set is in the cache, else synthesized).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def corpus_synth(
+    out: Path,
+    n: int,
+    seed: int,
+    fps: float,
+    width: int,
+    height: int,
+    sample_rate: int,
+    duration: float,
+    sounds: str,
+    quiet: bool,
+) -> None:
+    """Render scenes where a visible event makes a sound at an annotated time."""
+    from thud_mt.corpus.manifest import load_corpus, summarize_corpus
+    from thud_mt.corpus.synth import build_synthetic_corpus
+
+    bank = _sound_bank(sounds)
+    manifest = build_synthetic_corpus(
+        out,
+        n,
+        seed,
+        bank=bank,
+        fps=fps,
+        size=(width, height),
+        sample_rate=sample_rate,
+        duration=duration,
+        progress=not quiet,
+    )
+    click.echo(summarize_corpus(load_corpus(manifest)))
+    click.echo(f"manifest: {manifest}")
+
+
+def _sound_bank(choice: str):  # -> SoundBank | None
+    if choice == "synth":
+        return None
+    from thud_mt.corpus.debian import debian_media_root, debian_sound_bank
+
+    root = debian_media_root(default_cache() / "debian", fetch=choice == "real")
+    if root is None:
+        return None
+    return debian_sound_bank(root)
+
+
+@corpus.command("debian")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the real-media corpus to.")
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where downloaded .deb packages are kept and unpacked [default: $THUD_CACHE/debian or ~/.cache/thud-mt/debian].",
+)
+@click.option(
+    "--scenes",
+    type=click.IntRange(0),
+    default=12,
+    show_default=True,
+    help="Rendered scenes carrying the real recordings.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the rendered scenes.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def corpus_debian(out: Path, cache: Path | None, scenes: int, seed: int, quiet: bool) -> None:
+    """Fetch Debian packages with recorded sounds and videos, and build a manifest from them."""
+    from thud_mt.corpus.debian import build_debian_corpus
+    from thud_mt.corpus.manifest import load_corpus, summarize_corpus
+
+    manifest = build_debian_corpus(out, cache=cache, n_scenes=scenes, seed=seed, progress=not quiet)
+    click.echo(summarize_corpus(load_corpus(manifest)))
+    click.echo(f"manifest: {manifest}")
+
+
+@corpus.command("summary")
+@click.argument("manifest", type=click.Path(path_type=Path))
+def corpus_summary(manifest: Path) -> None:
+    """Check a manifest and print what it holds."""
+    from thud_mt.corpus.manifest import load_corpus, summarize_corpus
+
+    click.echo(summarize_corpus(load_corpus(manifest)))
+
+
+if __name__ == "__main__":
+    main()

@@ -109,7 +109,7 @@ def _sound_bank(choice: str):  # -> SoundBank | None
     "--cache",
     type=click.Path(path_type=Path),
     default=None,
-    help="Where downloaded .deb packages are kept and unpacked [default: $THUD_CACHE/debian or ~/.cache/thud-mt/debian].",
+    help="Where .deb packages are kept and unpacked [default: $THUD_CACHE/debian or ~/.cache/thud-mt/debian].",
 )
 @click.option(
     "--scenes",

@@ -15,7 +15,7 @@ import numpy as np
 from thud_mt.clip import Clip, Edit, Event
 from thud_mt.errors import InterventionError
 from thud_mt.media import audio_roundtrip
-from thud_mt.signal import fit_length, first_onset, remix, resample
+from thud_mt.signal import first_onset, fit_length, remix, resample
 
 SwapAlign = Literal["event", "start"]
 

@@ -338,11 +338,16 @@ def read_clip(
                     break  # a second past the end in both streams: enough read
         except av.FFmpegError as exc:
             raise CorruptMediaError(path, f"stopped demuxing (truncated or corrupt): {exc}") from exc
+        declared = vstream.frames
         rate_guess = vstream.average_rate or vstream.guessed_rate or vstream.base_rate
         vcodec = vstream.codec_context.name
         vindex = vstream.index
     if not times:
         raise EmptyMediaError(path, "video stream has no frames")
+    if max_duration is None and declared and len(times) < declared:
+        raise CorruptMediaError(
+            path, f"truncated: the container lists {declared} video frames, {len(times)} are present"
+        )
     times.sort()
     t0 = times[0]
     src_fps = float(rate_guess) if rate_guess else (len(times) - 1) / max(times[-1] - t0, 1e-6)

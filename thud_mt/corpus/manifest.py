@@ -223,12 +223,12 @@ def _check_document(path: Path, doc: Any, *, check_duplicate_keys: bool) -> None
     """Raise on the first problem: JSON oddities, then the schema, then duplicate ids."""
     _check_values(path, doc, [], check_keys=check_duplicate_keys)
     validator = jsonschema.Draft202012Validator(manifest_schema())
-    problems = sorted(_schema_problems(validator, doc), key=lambda p: _order(p[0]))
+    problems = sorted(_schema_problems(validator, doc), key=lambda p: p[0])
     if problems:
-        pointer, problem = problems[0]
+        _, pointer, problem = problems[0]
         rest = problems[1:]
         if rest:
-            listed = ", ".join(p for p, _ in rest[:_MORE_LISTED])
+            listed = ", ".join(p for _, p, _ in rest[:_MORE_LISTED])
             more = "" if len(rest) <= _MORE_LISTED else ", ..."
             problem += f" ({len(rest)} more problem{'s' if len(rest) > 1 else ''} at {listed}{more})"
         raise ManifestError(path, pointer, problem)
@@ -256,10 +256,18 @@ def _check_values(path: Path, value: Any, at: list[str | int], *, check_keys: bo
             _check_values(path, item, [*at, i], check_keys=check_keys)
 
 
-def _order(pointer: str) -> list[tuple[int, int | str]]:
+_Key = list[tuple[int, int | str]]
+
+
+def _order(parts: Sequence[str | int]) -> _Key:
     # Document order for list indices (so /clips/10 comes after /clips/9).
-    parts = pointer.split("/")[1:]
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in parts]
+    return [(0, p) if isinstance(p, int) else (1, p) for p in parts]
+
+
+def _object_key(at: Sequence[str | int], rank: int, key: str = "") -> _Key:
+    # Problems of an object itself come before its members': unknown keys (rank 0)
+    # first, as a misspelt key also makes the intended one missing (rank 1).
+    return [*_order(at), (-1, rank), (1, key)]
 
 
 def _json_type(value: Any) -> str:
@@ -281,7 +289,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _schema_problems(validator: jsonschema.Draft202012Validator, doc: Any) -> Iterator[tuple[str, str]]:
+def _schema_problems(validator: jsonschema.Draft202012Validator, doc: Any) -> Iterator[tuple[_Key, str, str]]:
+    """(sort key, JSON pointer, problem) for every schema violation, in words a manifest author can act on."""
     for error in validator.iter_errors(doc):
         at = list(error.absolute_path)
         kind, value, expected = error.validator, error.instance, error.validator_value
@@ -290,27 +299,34 @@ def _schema_problems(validator: jsonschema.Draft202012Validator, doc: Any) -> It
             for key in sorted(set(value) - set(allowed)):
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-                yield _pointer([*at, key]), f"unknown key {key!r} ({hint})"
-        elif kind == "required":
+                yield _object_key(at, 0, key), _pointer([*at, key]), f"unknown key {key!r} ({hint})"
+            continue
+        if kind == "required":
             missing = [k for k in expected if k not in value]
-            yield _pointer(at), f"missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
-        elif kind == "type":
+            plural = "s" if len(missing) > 1 else ""
+            yield _object_key(at, 1), _pointer(at), f"missing required key{plural} {', '.join(map(repr, missing))}"
+            continue
+        last = at[-1] if at else None
+        if kind == "type":
             wanted = " or ".join(expected) if isinstance(expected, list) else expected
-            yield _pointer(at), f"must be {wanted}, not {_json_type(value)} ({_show(value)})"
+            problem = f"must be {wanted}, not {_json_type(value)} ({_show(value)})"
         elif kind == "const" and at == ["format"]:
-            yield _pointer(at), f"unsupported format {value!r} (this version reads {FORMAT!r})"
-        elif kind == "pattern" and at and at[-1] == "id":
-            yield _pointer(at), f"bad id {value!r}: use letters, digits, '.', '_' and '-' only (not '.' or '..')"
-        elif kind == "pattern" and at and at[-1] == "path":
-            yield _pointer(at), f"path {value!r} must use forward slashes"
-        elif kind == "pattern" and at and at[-1] == "sha256":
-            yield _pointer(at), f"sha256 {value!r} is not 64 hex digits"
+            problem = f"unsupported format {value!r} (this version reads {FORMAT!r})"
+        elif kind == "pattern" and last == "id":
+            problem = f"bad id {value!r}: use letters, digits, '.', '_' and '-' only (not '.' or '..')"
+        elif kind == "pattern" and last == "path":
+            problem = f"path {value!r} must use forward slashes"
+        elif kind == "pattern" and last == "sha256":
+            problem = f"sha256 {value!r} is not 64 hex digits"
         elif kind == "minimum":
-            yield _pointer(at), f"must be >= {expected}, not {value}"
+            problem = f"must be >= {expected}, not {value}"
+        elif kind == "maxLength":
+            problem = f"too long ({len(value)} characters, at most {expected})"
         elif kind == "minLength" and expected == 1:
-            yield _pointer(at), "must not be empty"
+            problem = "must not be empty"
         else:
-            yield _pointer(at), error.message
+            problem = error.message
+        yield _order(at), _pointer(at), problem
 
 
 # --- paths -----------------------------------------------------------------
@@ -342,7 +358,7 @@ def _media_path(path: Path, folder: Path, i: int, relative: str) -> Path:
     """Resolve a clip path; it must stay inside the manifest's folder and name a file."""
     pointer = f"/clips/{i}/path"
     rel = PurePosixPath(relative)
-    if rel.is_absolute() or (len(relative) > 1 and relative[1] == ":"):
+    if rel.is_absolute() or (len(relative) > 1 and relative[0].isalpha() and relative[1] == ":"):  # C:/...
         raise ManifestPathError(path, pointer, f"path {relative!r} is absolute; give it relative to the manifest")
     if os.path.normpath(relative).replace(os.sep, "/").split("/")[0] == "..":
         raise ManifestPathError(path, pointer, f"path {relative!r} leaves the manifest's folder via '..'")
@@ -360,7 +376,8 @@ def _media_path(path: Path, folder: Path, i: int, relative: str) -> Path:
 
 
 def _serialise_entry(path: Path, folder: Path, i: int, entry: ClipEntry) -> dict[str, Any]:
-    media = entry.path if entry.path.is_absolute() else folder / entry.path
+    media = Path(entry.path)  # a builder may hand a str
+    media = media if media.is_absolute() else folder / media
     relative = os.path.relpath(media.resolve(), folder)
     if relative.split(os.sep)[0] == "..":
         raise ManifestPathError(path, f"/clips/{i}/path", f"{media} is outside the manifest's folder {folder}")
@@ -392,7 +409,7 @@ def _serialise_event(event: Event) -> dict[str, Any]:
     return out
 
 
-def _seconds(value: float | None) -> float | None:
+def _seconds(value: Any) -> Any:
     # numpy scalars (np.float32 from a renderer) are not JSON numbers; plain floats are.
     # Anything else is left as it is for the schema to report.
     if isinstance(value, numbers.Real) and not isinstance(value, bool):

@@ -11,6 +11,9 @@ from hypothesis import HealthCheck, settings
 
 from thud_mt.clip import Clip, Event
 
+# The real Debian media set, fetched once per machine into the thud cache.
+pytest_plugins = ["fixtures_debian"]
+
 # Media round trips take tens of milliseconds: no per-example deadline, and CI
 # runs the same examples every time so a red build is reproducible.
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,120 @@
+"""The metamorphic relation: an edit, the probes it speaks about, and how answers must change."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from hypothesis import strategies as st
+
+from relations.options import RelationOptions
+from relations.truth import NO_TRUTH, agrees, truth
+from thud_mt.clip import Clip
+from thud_mt.probes import Parsed, ProbeKind
+
+Verdict = Literal["pass", "fail", "source-failed", "invalid", "error"]
+Mode = Literal["truth", "invariant"]
+Params = Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class RelationContext:
+    """What a relation may look up besides the clip: other clips (swap donors) and the options."""
+
+    options: RelationOptions
+    clip: Callable[[str], Clip]
+    donors: Callable[[Clip], list[str]]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    reason: str
+    source_correct: bool | None
+    followup_correct: bool | None
+
+
+class MetamorphicRelation(ABC):
+    """Subclasses name the edit, the probes it covers, how to draw its parameters and how to apply it.
+
+    A probe in ``truth_probes`` is checked against the ground truth of the edited
+    clip (which the edit moved); one in ``invariant_probes`` must be answered
+    the same on the original and the edited clip.
+    """
+
+    name: str
+    truth_probes: tuple[ProbeKind, ...] = ()
+    invariant_probes: tuple[ProbeKind, ...] = ("visual",)
+
+    @property
+    def probes(self) -> tuple[ProbeKind, ...]:
+        return self.truth_probes + self.invariant_probes
+
+    def mode(self, probe: ProbeKind) -> Mode:
+        return "invariant" if probe in self.invariant_probes else "truth"
+
+    def applies(self, clip: Clip, probe: ProbeKind, ctx: RelationContext) -> bool:
+        """Whether the case can be asked at all: the original has a truth for the probe."""
+        return probe in self.probes and truth(clip, probe, ctx.options) is not NO_TRUTH
+
+    @abstractmethod
+    def parameters(self, clip: Clip, probe: ProbeKind, ctx: RelationContext) -> st.SearchStrategy[Params]:
+        """A Hypothesis strategy for the edit's parameters on this clip and probe."""
+
+    @abstractmethod
+    def transform(self, clip: Clip, params: Params, ctx: RelationContext) -> Clip:
+        """The edited clip (the follow-up)."""
+
+    @abstractmethod
+    def describe(self, params: Params) -> str:
+        """The edit in words, for failure messages: "audio delayed by 0.500 s"."""
+
+    def expected(self, source: Clip, followup: Clip, probe: ProbeKind, ctx: RelationContext) -> object:
+        """The right follow-up answer for a truth probe; ``NO_TRUTH`` where nothing is expected."""
+        return truth(followup, probe, ctx.options)
+
+    def judge(
+        self,
+        probe: ProbeKind,
+        source: Parsed,
+        followup: Parsed,
+        source_truth: object,
+        expected: object,
+        ctx: RelationContext,
+    ) -> Judgement:
+        """The verdict of one case from the two parsed answers."""
+        opts = ctx.options
+        src_ok = agrees(probe, source.value, source_truth, opts) if source.valid else None
+        if self.mode(probe) == "invariant":
+            fol_ok = agrees(probe, followup.value, expected, opts) if followup.valid else None
+            if not source.valid or not followup.valid:
+                return Judgement("invalid", _invalid_reason(source, followup), src_ok, fol_ok)
+            same = agrees(probe, followup.value, source.value, opts)
+            reason = "answer unchanged" if same else f"answer changed from {source.value!r} to {followup.value!r}"
+            return Judgement("pass" if same else "fail", reason, src_ok, fol_ok)
+        fol_ok = agrees(probe, followup.value, expected, opts) if followup.valid else None
+        if not source.valid or not followup.valid:
+            return Judgement("invalid", _invalid_reason(source, followup), src_ok, fol_ok)
+        if not src_ok:
+            reason = f"wrong on the original already: {source.value!r} where {source_truth!r} is right"
+            return Judgement("source-failed", reason, src_ok, fol_ok)
+        if fol_ok:
+            return Judgement("pass", f"answered {followup.value!r} as expected", src_ok, fol_ok)
+        return Judgement("fail", f"answered {followup.value!r} where {expected!r} is right", src_ok, fol_ok)
+
+
+def _invalid_reason(source: Parsed, followup: Parsed) -> str:
+    parts = []
+    if not source.valid:
+        parts.append(f"original: {source.reason}")
+    if not followup.valid:
+        parts.append(f"edited: {followup.reason}")
+    return "unparseable answer (" + "; ".join(parts) + ")"
+
+
+def paraphrases(probe: ProbeKind) -> st.SearchStrategy[int]:
+    from thud_mt.probes import N_PARAPHRASES
+
+    return st.integers(min_value=0, max_value=N_PARAPHRASES[probe] - 1)

@@ -1,0 +1,1 @@
+"""Models: the protocol, the registry, the reference models and (later) real adapters."""

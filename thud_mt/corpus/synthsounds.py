@@ -137,7 +137,7 @@ def _glass(sr: int, rng: np.random.Generator) -> np.ndarray:
     gains = np.concatenate([[1.0], rng.uniform(0.2, 0.7, n - 1)])
     x = np.zeros_like(t)
     hi = _top(sr, 8000.0)
-    for start, gain in zip(starts, gains):
+    for start, gain in zip(starts, gains, strict=True):
         lt = np.clip(t - start, 0, None)
         on = t >= start
         shard = np.zeros_like(t)

@@ -10,13 +10,6 @@ import click
 from thud_mt.errors import ThudError
 
 
-def default_cache() -> Path:
-    """Where fetched media and built corpora live: ``$THUD_CACHE`` or ``~/.cache/thud-mt``."""
-    import os
-
-    return Path(os.environ.get("THUD_CACHE", Path.home() / ".cache" / "thud-mt"))
-
-
 class ThudGroup(click.Group):
     """Turns ``ThudError`` into one clear line and exit code 2, never a traceback."""
 
@@ -73,10 +66,11 @@ def corpus_synth(
     quiet: bool,
 ) -> None:
     """Render scenes where a visible event makes a sound at an annotated time."""
+    from thud_mt.corpus.banks import choose_sound_bank
     from thud_mt.corpus.manifest import load_corpus, summarize_corpus
     from thud_mt.corpus.synth import build_synthetic_corpus
 
-    bank = _sound_bank(sounds)
+    bank, _ = choose_sound_bank(sounds)  # type: ignore[arg-type]
     manifest = build_synthetic_corpus(
         out,
         n,
@@ -90,17 +84,6 @@ def corpus_synth(
     )
     click.echo(summarize_corpus(load_corpus(manifest)))
     click.echo(f"manifest: {manifest}")
-
-
-def _sound_bank(choice: str):  # -> SoundBank | None
-    if choice == "synth":
-        return None
-    from thud_mt.corpus.debian import debian_media_root, debian_sound_bank
-
-    root = debian_media_root(default_cache() / "debian", fetch=choice == "real")
-    if root is None:
-        return None
-    return debian_sound_bank(root)
 
 
 @corpus.command("debian")

@@ -56,7 +56,11 @@ class MetamorphicRelation(ABC):
         return "invariant" if probe in self.invariant_probes else "truth"
 
     def applies(self, clip: Clip, probe: ProbeKind, ctx: RelationContext) -> bool:
-        """Whether the case can be asked at all: the original has a truth for the probe."""
+        """Whether the case can be asked at all: the original has a truth for the probe.
+
+        Decided from the annotations alone (no media decoded), so suites can be
+        collected before any clip is read.
+        """
         return probe in self.probes and truth(clip, probe, ctx.options) is not NO_TRUTH
 
     @abstractmethod

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from relations.base import MetamorphicRelation, Params, RelationContext
 from thud_mt.clip import Clip
+from thud_mt.errors import DonorError
 from thud_mt.interventions import swap
 from thud_mt.probes import ProbeKind
 
@@ -14,11 +15,13 @@ class Swap(MetamorphicRelation):
     name = "swap"
     truth_probes: tuple[ProbeKind, ...] = ("match", "source", "presence")
 
-    def applies(self, clip: Clip, probe: ProbeKind, ctx: RelationContext) -> bool:
-        return super().applies(clip, probe, ctx) and bool(ctx.donors(clip))
-
     def parameters(self, clip: Clip, probe: ProbeKind, ctx: RelationContext) -> st.SearchStrategy[Params]:
-        return st.builds(lambda donor: {"donor": donor}, st.sampled_from(ctx.donors(clip)))
+        donors = ctx.donors(clip)
+        if not donors:
+            raise DonorError(
+                f"clip {clip.id}: no clip in the corpus can be its swap donor (different sound, not silent)"
+            )
+        return st.builds(lambda donor: {"donor": donor}, st.sampled_from(donors))
 
     def transform(self, clip: Clip, params: Params, ctx: RelationContext) -> Clip:
         return swap(clip, ctx.clip(str(params["donor"])))

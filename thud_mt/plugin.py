@@ -1,0 +1,410 @@
+"""The pytest plugin: ``pytest suites/ --model=NAME``.
+
+Registered through the ``pytest11`` entry point, so it is loaded in every
+pytest run of an environment that has thud-mt installed; it stays inert until a
+test asks for the ``thud`` fixture or a ``thud_case`` parameter. State lives in
+``config.stash``; bad options are ``pytest.UsageError``s that say what to type.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from thud_mt.errors import ThudError
+
+RELATION_MARKERS = {
+    "shift": "Shift relation: audio delayed / advanced",
+    "mute": "Mute relation: audio silenced",
+    "swap": "Swap relation: audio replaced by a donor clip's",
+    "identity": "Identity relation: re-encode, every answer unchanged",
+}
+DEFAULT_CORPUS = {"n": 24, "seed": 0}
+
+
+class RelationViolation(AssertionError):
+    """A case whose answers broke the relation (as opposed to a crash in the test itself)."""
+
+
+@dataclass(frozen=True)
+class ThudConfig:
+    """The parsed ``--model`` / ``--thud-*`` options."""
+
+    model: str | None
+    model_path: str | None
+    corpus: Path | None
+    samples: int
+    cache_dir: Path
+    use_cache: bool
+    results: Path
+    gates: dict[str, float]
+    timeout_s: float | None
+    max_examples: int
+    seed: int
+    shrink: bool
+
+
+@dataclass
+class ThudState:
+    config: ThudConfig
+    runner: object | None = None  # thud_mt.runner.CaseRunner, built on first use
+    corpus: object | None = None
+    violations: int = 0
+    other_failures: int = 0
+    summary_text: list[str] = field(default_factory=list)
+
+
+STATE = pytest.StashKey[ThudState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("thud", "thud-mt: metamorphic tests of whether a video model hears")
+    group.addoption(
+        "--model",
+        default=None,
+        help="Model to check: a registered name (listener, visual-only, chance, "
+        "...), pkg.module:factory, or path/to/file.py:factory.",
+    )
+    group.addoption("--model-path", default=None, help="Weights folder or cached hub id for models that load weights.")
+    group.addoption(
+        "--corpus",
+        default=None,
+        help="Corpus manifest.json [default: the built-in synthetic corpus, generated once into the thud cache].",
+    )
+    group.addoption(
+        "--thud-samples",
+        default="1",
+        help="Repeat each question N times for models that sample; the "
+        "verdict is the majority, with a Wilson 95%% interval [default: 1].",
+    )
+    group.addoption(
+        "--thud-cache",
+        default=None,
+        help="Cache folder for answers, corpora and Hypothesis examples "
+        "[default: $THUD_CACHE or <rootdir>/.thud-cache].",
+    )
+    group.addoption("--thud-no-cache", action="store_true", help="Ask the model every time (answers are not stored).")
+    group.addoption(
+        "--thud-results",
+        default=None,
+        help="JSON Lines file of case results [default: "
+        "<cache>/results/last.jsonl]; truncated at the start of each session.",
+    )
+    group.addoption(
+        "--thud-gate",
+        action="append",
+        default=[],
+        metavar="RELATION=RATE",
+        help="Fail the session "
+        "when RELATION's pass rate is below RATE (0-1); with gates, single failing cases do not fail "
+        "the session by themselves. Repeatable.",
+    )
+    group.addoption(
+        "--thud-timeout",
+        default="300",
+        help="Seconds one model call may take before the case is an error [default: 300; 0 = none].",
+    )
+    group.addoption(
+        "--thud-max-examples",
+        default="8",
+        help="Hypothesis examples (offsets, donors, paraphrases) per test [default: 8].",
+    )
+    group.addoption("--thud-seed", default="0", help="Seed for sampling models and the built-in corpus [default: 0].")
+    group.addoption(
+        "--thud-shrink",
+        action="store_true",
+        help="Let Hypothesis shrink a failing example to the smallest edit (costs extra model calls).",
+    )
+
+
+def _number(config: pytest.Config, name: str, kind: type, low: float, example: str) -> float:
+    raw = config.getoption(name)
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"--{name.replace('_', '-')} {raw!r}: expected a number, e.g. {example}") from None
+    if value < low:
+        raise pytest.UsageError(f"--{name.replace('_', '-')} {raw!r}: must be >= {low}, e.g. {example}")
+    return value
+
+
+def _gates(raw: list[str]) -> dict[str, float]:
+    gates: dict[str, float] = {}
+    for item in raw:
+        relation, sep, rate = item.partition("=")
+        if not sep or relation not in RELATION_MARKERS:
+            raise pytest.UsageError(
+                f"--thud-gate {item!r}: expected RELATION=RATE with RELATION one of "
+                f"{', '.join(RELATION_MARKERS)}, e.g. --thud-gate mute=0.9"
+            )
+        try:
+            value = float(rate)
+        except ValueError:
+            raise pytest.UsageError(f"--thud-gate {item!r}: RATE must be a number in 0-1, e.g. mute=0.9") from None
+        if not 0.0 <= value <= 1.0:
+            raise pytest.UsageError(f"--thud-gate {item!r}: RATE must be in 0-1, e.g. mute=0.9")
+        gates[relation] = value
+    return gates
+
+
+def _read_config(config: pytest.Config) -> ThudConfig:
+    cache_raw = config.getoption("thud_cache") or os.environ.get("THUD_CACHE")
+    cache_dir = Path(cache_raw) if cache_raw else Path(config.rootpath) / ".thud-cache"
+    corpus_raw = config.getoption("corpus")
+    corpus = Path(corpus_raw) if corpus_raw else None
+    if corpus is not None and not corpus.is_file():
+        raise pytest.UsageError(f"--corpus {corpus}: no such manifest file (build one: thud corpus synth --out DIR)")
+    results_raw = config.getoption("thud_results")
+    timeout = _number(config, "thud_timeout", float, 0, "60")
+    return ThudConfig(
+        model=config.getoption("model"),
+        model_path=config.getoption("model_path"),
+        corpus=corpus,
+        samples=int(_number(config, "thud_samples", int, 1, "5")),
+        cache_dir=cache_dir,
+        use_cache=not config.getoption("thud_no_cache"),
+        results=Path(results_raw) if results_raw else cache_dir / "results" / "last.jsonl",
+        gates=_gates(config.getoption("thud_gate")),
+        timeout_s=timeout or None,
+        max_examples=int(_number(config, "thud_max_examples", int, 1, "8")),
+        seed=int(_number(config, "thud_seed", int, 0, "0")),
+        shrink=config.getoption("thud_shrink"),
+    )
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in RELATION_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    thud = _read_config(config)
+    config.stash[STATE] = ThudState(thud)
+    if thud.model is None:
+        return
+    if not _is_worker(config):
+        thud.results.parent.mkdir(parents=True, exist_ok=True)
+        thud.results.write_text("")  # this session's results only; workers append
+    phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if thud.shrink else [])
+    settings.register_profile(
+        "thud",
+        deadline=None,
+        max_examples=thud.max_examples,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        derandomize=bool(os.environ.get("CI")),
+        database=None if os.environ.get("CI") else DirectoryBasedExampleDatabase(thud.cache_dir / "hypothesis"),
+        phases=phases,
+        print_blob=True,
+    )
+    settings.load_profile("thud")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One process builds a shared artefact; pytest-xdist workers wait for it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _corpus(config: pytest.Config):  # -> Corpus
+    state = config.stash[STATE]
+    if state.corpus is None:
+        from thud_mt.corpus.manifest import load_corpus
+
+        path = state.config.corpus or _builtin_corpus(state.config)
+        try:
+            state.corpus = load_corpus(path)
+        except ThudError as exc:
+            raise pytest.UsageError(f"--corpus: {exc}") from exc
+    return state.corpus
+
+
+def _builtin_corpus(thud: ThudConfig) -> Path:
+    """The synthetic corpus, built once per (size, seed, sound source) into the cache."""
+    from thud_mt.corpus.banks import choose_sound_bank
+    from thud_mt.corpus.synth import build_synthetic_corpus
+
+    n, seed = DEFAULT_CORPUS["n"], thud.seed
+    bank, sounds = choose_sound_bank("auto")
+    out = thud.cache_dir / "corpus" / f"synth-n{n}-s{seed}-{sounds}"
+    manifest = out / "manifest.json"
+    with _locked(out.parent / f".{out.name}.lock"):
+        if not manifest.is_file():
+            build_synthetic_corpus(out, n, seed, bank=bank, progress=False)
+    return manifest
+
+
+def _runner(config: pytest.Config):  # -> CaseRunner
+    state = config.stash[STATE]
+    if state.runner is None:
+        thud = state.config
+        if thud.model is None:
+            raise pytest.UsageError("these are thud-mt suites: choose a model, e.g. pytest suites/ --model=listener")
+        from relations import DEFAULT_OPTIONS
+        from thud_mt.cache import AnswerCache, NullCache
+        from thud_mt.models.registry import ModelOptions, create
+        from thud_mt.results import ResultsWriter
+        from thud_mt.runner import CaseRunner
+
+        corpus = _corpus(config)
+        try:
+            model = create(
+                thud.model,
+                ModelOptions(model_path=thud.model_path, corpus=corpus, seed=thud.seed, timeout_s=thud.timeout_s),
+            )
+        except ThudError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+        cache = AnswerCache(thud.cache_dir / "answers.sqlite") if thud.use_cache else NullCache()
+        state.runner = CaseRunner(
+            model=model,
+            corpus=corpus,
+            cache=cache,
+            options=DEFAULT_OPTIONS,
+            samples=thud.samples,
+            timeout_s=thud.timeout_s,
+            writer=ResultsWriter(thud.results),
+        )
+    return state.runner
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "thud_case" not in metafunc.fixturenames:
+        return
+    from relations import RELATIONS
+    from thud_mt.runner import CaseSpec
+
+    names = [m.name for m in metafunc.definition.iter_markers() if m.name in RELATIONS]
+    if len(names) != 1:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: mark the test with exactly one relation marker ({', '.join(RELATIONS)})"
+        )
+    relation = RELATIONS[names[0]]
+    runner = _runner(metafunc.config)
+    ctx = runner.context()
+    specs = []
+    for entry in runner.corpus.entries:
+        for probe in relation.probes:
+            if not relation.applies(runner.annotated(entry.id), probe, ctx):
+                continue
+            specs.append(CaseSpec(relation.name, entry.id, probe))
+    metafunc.parametrize("thud_case", specs, ids=[s.id for s in specs])
+
+
+@dataclass
+class Thud:
+    """The ``thud`` fixture: checks one case of the test's relation."""
+
+    config: pytest.Config
+
+    def check(self, case, data: st.DataObject) -> None:  # case: CaseSpec
+        from relations import NO_TRUTH, RELATIONS
+        from relations.base import paraphrases
+
+        runner = _runner(self.config)
+        relation = RELATIONS[case.relation]
+        ctx = runner.context()
+        try:
+            clip = runner.clip(case.clip)
+            strategy = relation.parameters(clip, case.probe, ctx)
+        except ThudError as exc:  # an unreadable clip or no swap donor: this case errors, the others run
+            raise ThudCaseError(f"{relation.name} {case.id}: {exc}") from exc
+        params = data.draw(strategy, label="edit")
+        paraphrase = data.draw(paraphrases(case.probe), label="paraphrase")
+        _, _, expected = runner.expectation(relation, case, params)
+        if relation.mode(case.probe) == "truth" and expected is NO_TRUTH:
+            from hypothesis import reject
+
+            reject()  # an edit with no right answer (never drawn by the strategies; a guard)
+        outcome = runner.run(relation, case, params, paraphrase, f"{relation.name}: {case.id}")
+        verdict = outcome.result.verdict
+        if verdict in ("fail", "invalid"):
+            raise RelationViolation(outcome.message)
+        if verdict == "error":
+            raise ThudCaseError(outcome.message)
+
+
+class ThudCaseError(ThudError):
+    """A case that could not be judged: the model raised, timed out, or the clip is unreadable."""
+
+
+@pytest.fixture(scope="session")
+def thud(request: pytest.FixtureRequest) -> Thud:
+    _runner(request.config)
+    return Thud(request.config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report = yield
+    if call.when == "call" and report.failed and "thud_case" in getattr(item, "fixturenames", ()):
+        violation = call.excinfo is not None and call.excinfo.errisinstance(RelationViolation)
+        report.user_properties.append(("thud_violation", violation))
+    return report
+
+
+def _count_failures(session: pytest.Session) -> tuple[int, int]:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    violations = others = 0
+    if reporter is None:
+        return 0, 0
+    for key in ("failed", "error"):
+        for report in reporter.stats.get(key, []):
+            props = dict(getattr(report, "user_properties", []) or [])
+            if props.get("thud_violation"):
+                violations += 1
+            else:
+                others += 1
+    return violations, others
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(STATE, None)
+    if state is None or state.config.model is None or _is_worker(session.config):
+        return
+    from thud_mt.results import format_summary, read_results, summarize
+
+    path = state.config.results
+    results = read_results(path) if path.is_file() and path.stat().st_size else []
+    if not results:
+        return
+    summary = summarize(results)
+    lines = [format_summary(summary, f"thud-mt summary: {state.config.model}"), f"results: {path}"]
+    if state.config.gates:
+        violations, others = _count_failures(session)
+        unmet = []
+        for relation, floor in state.config.gates.items():
+            group = summary.group(relation, None)
+            rate = group.pass_rate.value if group is not None else None
+            if rate is None or rate < floor:
+                shown = "no cases" if rate is None else f"{rate:.3f}"
+                unmet.append(f"{relation} pass rate {shown} < {floor:.3f}")
+        lines.append("gates: " + ("; ".join(unmet) if unmet else "all met"))
+        if unmet or others:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        elif exitstatus == pytest.ExitCode.TESTS_FAILED and violations:
+            session.exitstatus = pytest.ExitCode.OK
+    state.summary_text = lines
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None or not state.summary_text:
+        return
+    terminalreporter.section("thud-mt")
+    for line in state.summary_text:
+        terminalreporter.write_line(line)

@@ -1,0 +1,266 @@
+"""One metamorphic case end to end: edit, ask (through the cache), parse, judge, record.
+
+The pytest plugin owns one ``CaseRunner`` per session; ``thud threshold`` and
+other commands can use it without pytest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from relations import NO_TRUTH, MetamorphicRelation, RelationContext, RelationOptions, truth
+from relations.base import Judgement, Params
+from thud_mt.cache import Cache, cache_key, media_digest
+from thud_mt.clip import Clip
+from thud_mt.corpus.donors import eligible_donors
+from thud_mt.corpus.manifest import Corpus
+from thud_mt.errors import ThudError
+from thud_mt.models.base import Answer, Model, Query
+from thud_mt.probes import Parsed, ProbeKind, Question, parse, parse_choice, question
+from thud_mt.results import CaseResult, ResultsWriter
+from thud_mt.stats import majority, wilson
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """What a suite test checks: a relation, a clip and a probe; the edit's parameters are drawn later."""
+
+    relation: str
+    clip: str
+    probe: ProbeKind
+
+    @property
+    def id(self) -> str:
+        return f"{self.clip} {self.probe}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished case: the record and the message a failing test shows."""
+
+    result: CaseResult
+    message: str
+
+
+def _jsonable(value: object) -> object:
+    return None if value is NO_TRUTH else value
+
+
+@dataclass
+class CaseRunner:
+    model: Model
+    corpus: Corpus
+    cache: Cache
+    options: RelationOptions = field(default_factory=RelationOptions)
+    samples: int = 1
+    timeout_s: float | None = None
+    settings: Mapping[str, object] = field(default_factory=dict)
+    writer: ResultsWriter | None = None
+    _clips: dict[str, Clip] = field(default_factory=dict)
+    _errors: dict[str, ThudError] = field(default_factory=dict)
+    _donors: dict[str, list[str]] = field(default_factory=dict)
+    _recorded: set[str] = field(default_factory=set)
+    calls: int = 0
+
+    # ------------------------------------------------------------ corpus access
+
+    @property
+    def sound_labels(self) -> tuple[str, ...]:
+        sounds = {e.sound for entry in self.corpus.entries for e in entry.events if e.sound}
+        return tuple(sorted(sounds))
+
+    def clip(self, clip_id: str) -> Clip:
+        """The decoded clip; a clip that cannot be read raises its error for every case that uses it."""
+        if clip_id in self._errors:
+            raise self._errors[clip_id]
+        if clip_id not in self._clips:
+            try:
+                self._clips[clip_id] = self.corpus.load_clip(clip_id)
+            except ThudError as exc:
+                self._errors[clip_id] = exc
+                raise
+        return self._clips[clip_id]
+
+    def annotated(self, clip_id: str) -> Clip:
+        """A media-less stand-in with the manifest's events, for deciding which cases apply without decoding."""
+        import numpy as np
+
+        entry = self.corpus.entry(clip_id)
+        return Clip(
+            id=clip_id,
+            video=np.zeros((1, 2, 2, 3), np.uint8),
+            fps=1 / 3600,
+            audio=np.zeros((1, 1)),
+            sample_rate=1,
+            events=entry.events,
+        )
+
+    def donors(self, clip: Clip) -> list[str]:
+        if clip.id not in self._donors:
+            candidates = []
+            for entry in self.corpus.entries:
+                try:
+                    candidates.append(self.clip(entry.id))
+                except ThudError:
+                    continue  # an unreadable clip is nobody's donor; its own cases report the error
+            self._donors[clip.id] = [c.id for c in eligible_donors(clip, candidates)]
+        return self._donors[clip.id]
+
+    def context(self) -> RelationContext:
+        return RelationContext(options=self.options, clip=self.clip, donors=self.donors)
+
+    # ------------------------------------------------------------ asking
+
+    def ask(self, queries: Sequence[Query]) -> list[Answer]:
+        """Answers in order: cached ones free, the rest in one batch call under the timeout."""
+        keys = [self._key(q) for q in queries]
+        answers: list[Answer | None] = [self.cache.get(k) for k in keys]
+        missing = [i for i, a in enumerate(answers) if a is None]
+        if missing:
+            fresh = self._call([queries[i] for i in missing])
+            for i, answer in zip(missing, fresh, strict=True):
+                answers[i] = answer
+                self.cache.put(keys[i], answer)
+        return [a for a in answers if a is not None]
+
+    def _key(self, query: Query) -> str:
+        return cache_key(
+            fingerprint=self.model.fingerprint,
+            probe=query.question.probe,
+            prompt=query.question.text,
+            media=media_digest(query.clip),
+            settings=self.settings,
+            sample=query.sample,
+        )
+
+    def _call(self, queries: list[Query]) -> list[Answer]:
+        self.calls += len(queries)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        future = pool.submit(self.model.answer, queries)
+        try:
+            answers = future.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            return [Answer(text="", error=f"model call timed out after {self.timeout_s:g} s") for _ in queries]
+        except Exception as exc:  # a model that raises makes an error case, never a dead session
+            return [Answer(text="", error=f"model raised {type(exc).__name__}: {exc}") for _ in queries]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if not isinstance(answers, list) or len(answers) != len(queries):
+            got = len(answers) if isinstance(answers, list) else type(answers).__name__
+            return [Answer(text="", error=f"model returned {got} answers for {len(queries)} queries") for _ in queries]
+        return answers
+
+    # ------------------------------------------------------------ one case
+
+    def expectation(self, relation: MetamorphicRelation, spec: CaseSpec, params: Params) -> tuple[Clip, Clip, object]:
+        clip = self.clip(spec.clip)
+        followup = relation.transform(clip, params, self.context())
+        expected = relation.expected(clip, followup, spec.probe, self.context())
+        return clip, followup, expected
+
+    def run(self, relation: MetamorphicRelation, spec: CaseSpec, params: Params, paraphrase: int, case: str) -> Outcome:
+        started = time.perf_counter()
+        clip, followup, expected = self.expectation(relation, spec, params)
+        q = question(spec.probe, paraphrase, sound_labels=self.sound_labels)
+        source_truth = truth(clip, spec.probe, self.options)
+        n = max(1, self.samples if self.model.capabilities.samples else 1)
+        queries = [Query(clip, q, i, case) for i in range(n)] + [Query(followup, q, i, case) for i in range(n)]
+        answers = self.ask(queries)
+        sources, followups = answers[:n], answers[n:]
+        judgements = [
+            self._judge(relation, spec.probe, q, s, f, source_truth, expected)
+            for s, f in zip(sources, followups, strict=True)
+        ]
+        verdicts = [j[0].verdict for j in judgements]
+        verdict = majority(verdicts)
+        chosen = verdicts.index(verdict)
+        judgement, source_parsed, followup_parsed = judgements[chosen]
+        passes = verdicts.count("pass")
+        mode = relation.mode(spec.probe)
+        result = CaseResult(
+            case=case,
+            model=self.model.name,
+            fingerprint=self.model.fingerprint,
+            relation=relation.name,
+            probe=spec.probe,
+            clip=spec.clip,
+            params=dict(params),
+            paraphrase=paraphrase,
+            question=q.text,
+            edit=relation.describe(params),
+            source_answer=sources[chosen].text if sources[chosen].error is None else None,
+            followup_answer=followups[chosen].text if followups[chosen].error is None else None,
+            source_value=source_parsed.value if source_parsed.valid else None,
+            followup_value=followup_parsed.value if followup_parsed.valid else None,
+            source_truth=_jsonable(source_truth),
+            expected=_jsonable(source_parsed.value if mode == "invariant" else expected),
+            source_correct=judgement.source_correct,
+            followup_correct=judgement.followup_correct,
+            verdict=judgement.verdict,
+            reason=judgement.reason,
+            samples=n,
+            pass_rate=passes / n if n > 1 else None,
+            interval=wilson(passes, n) if n > 1 else None,
+            seconds=time.perf_counter() - started,
+        )
+        self.record(result)
+        return Outcome(result, self.message(relation, result, followups[chosen]))
+
+    def _judge(
+        self,
+        relation: MetamorphicRelation,
+        probe: ProbeKind,
+        q: Question,
+        source: Answer,
+        followup: Answer,
+        source_truth: object,
+        expected: object,
+    ) -> tuple[Judgement, Parsed, Parsed]:
+        if source.error or followup.error:
+            reason = "; ".join(
+                f"{which}: {a.error}" for which, a in (("original", source), ("edited", followup)) if a.error
+            )
+            bad = Parsed(probe, None, False, reason)
+            return Judgement("error", reason, None, None), bad, bad
+        src, fol = self._parse(q, source), self._parse(q, followup)
+        reference = src.value if relation.mode(probe) == "invariant" else expected
+        return relation.judge(probe, src, fol, source_truth, reference, self.context()), src, fol
+
+    @staticmethod
+    def _parse(q: Question, answer: Answer) -> Parsed:
+        if not answer.text.strip() and answer.scores:
+            return parse_choice(q, max(answer.scores, key=lambda c: answer.scores[c]))  # type: ignore[index]
+        return parse(q, answer.text)
+
+    def record(self, result: CaseResult) -> None:
+        """Append once: Hypothesis replays a failing example, which must not count twice."""
+        key = f"{result.case}|{sorted(result.params.items())}|{result.paraphrase}"
+        if self.writer is None or key in self._recorded:
+            return
+        self._recorded.add(key)
+        self.writer.write(result)
+
+    @staticmethod
+    def message(relation: MetamorphicRelation, result: CaseResult, followup: Answer) -> str:
+        """What a person reads when the case fails."""
+        if result.verdict == "error":
+            return f"{result.edit}: {result.reason}"
+        said = (followup.text or "").strip().replace("\n", " ")
+        if len(said) > 160:
+            said = said[:157] + "..."
+        if result.verdict == "invalid":
+            asked = _first_line(result.question)
+            return f'{result.edit}: could not read the model\'s answer to "{asked}": {result.reason}'
+        still = "still " if result.verdict == "fail" and result.source_value == result.followup_value else ""
+        expected = result.expected
+        return (
+            f'{result.edit}: model {still}answered "{said}" to "{_first_line(result.question)}"'
+            f" (expected {expected!r}; {result.reason})"
+        )
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text

@@ -8,10 +8,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import STANDARD_RATES, make_clip
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import STANDARD_RATES, make_clip
 from thud_mt.errors import InterventionError
 from thud_mt.interventions import identity, mute, shift, swap
 from thud_mt.media import read_clip, write_clip
@@ -148,3 +148,12 @@ def test_edits_leave_the_original_and_the_frames_untouched() -> None:
         assert edited.frames is clip.frames
     assert np.array_equal(clip.audio, before)
     assert not clip.edits
+
+
+@pytest.mark.debian
+@pytest.mark.parametrize("offset", [-2.0, -0.3, 0.04, 0.5, 2.0])
+def test_shift_of_a_real_debian_video_survives_the_round_trip(debian_video, tmp_path: Path, offset: float) -> None:
+    clip = read_clip(debian_video, max_duration=6.0)
+    back = read_clip(write_clip(shift(clip, offset), tmp_path / "shifted.mp4"))
+    assert abs(back.duration - clip.duration) <= 1 / clip.fps
+    assert abs(lag_seconds(clip.audio, back.audio, clip.sample_rate, max_lag_s=3.0) - offset) < 0.001

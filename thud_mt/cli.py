@@ -122,5 +122,70 @@ def corpus_summary(manifest: Path) -> None:
     click.echo(summarize_corpus(load_corpus(manifest)))
 
 
+@main.command("check", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    default=("listener", "visual-only"),
+    show_default=True,
+    help="Model to run the suites against; repeat to compare models side by side.",
+)
+@click.option(
+    "--suites",
+    type=click.Path(path_type=Path),
+    default=Path("suites"),
+    show_default=True,
+    help="Folder with the thud suites (test_shift.py, test_mute.py, ...).",
+)
+@click.option(
+    "--results-dir",
+    type=click.Path(path_type=Path),
+    default=Path("out/results"),
+    show_default=True,
+    help="Where each model's results (JSON Lines) and the summary (JSON) are written.",
+)
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def check(models: tuple[str, ...], suites: Path, results_dir: Path, pytest_args: tuple[str, ...]) -> None:
+    """Run the suites against each model and print their summaries side by side.
+
+    Extra arguments go to pytest, e.g. `thud check --model listener -- -x --thud-max-examples 4`.
+    """
+    import json
+    import subprocess
+
+    from thud_mt.results import format_side_by_side, read_results, summarize
+
+    if not suites.is_dir():
+        raise click.UsageError(f"--suites {suites}: no such folder (run from a thud-mt checkout or pass --suites)")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    summaries = {}
+    for model in models:
+        path = results_dir / f"{model.replace('/', '_').replace(':', '_')}.jsonl"
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(suites),
+            f"--model={model}",
+            f"--thud-results={path}",
+            "-q",
+            "--no-header",
+            "-p",
+            "no:cacheprovider",
+            *pytest_args,
+        ]
+        click.echo(f"$ {' '.join(command[2:])}", err=True)
+        code = subprocess.call(command)
+        if code not in (0, 1):  # 1 = some cases failed, which is what a comparison shows
+            raise click.ClickException(f"pytest stopped with exit code {code} for --model {model}")
+        summaries[model] = summarize(read_results(path))
+    click.echo("")
+    click.echo(format_side_by_side(summaries))
+    summary_path = results_dir / "summary.json"
+    summary_path.write_text(json.dumps({m: s.to_json() for m, s in summaries.items()}, indent=2))
+    click.echo(f"\nsummaries: {summary_path}")
+
+
 if __name__ == "__main__":
     main()

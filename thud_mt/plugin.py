@@ -51,6 +51,7 @@ class ThudConfig:
     max_examples: int
     seed: int
     shrink: bool
+    explore: bool
 
 
 @dataclass
@@ -58,8 +59,7 @@ class ThudState:
     config: ThudConfig
     runner: object | None = None  # thud_mt.runner.CaseRunner, built on first use
     corpus: object | None = None
-    violations: int = 0
-    other_failures: int = 0
+    usage_error: pytest.UsageError | None = None  # raised after collection, so pytest exits with a usage error
     summary_text: list[str] = field(default_factory=list)
 
 
@@ -124,6 +124,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="Let Hypothesis shrink a failing example to the smallest edit (costs extra model calls).",
     )
+    group.addoption(
+        "--thud-explore",
+        action="store_true",
+        help="Draw new offsets, donors and paraphrases each run, replaying saved failing examples first "
+        "(default: the same draws every run, so a rerun is free from the answer cache).",
+    )
 
 
 def _number(config: pytest.Config, name: str, kind: type, low: float, example: str) -> float:
@@ -178,6 +184,7 @@ def _read_config(config: pytest.Config) -> ThudConfig:
         max_examples=int(_number(config, "thud_max_examples", int, 1, "8")),
         seed=int(_number(config, "thud_seed", int, 0, "0")),
         shrink=config.getoption("thud_shrink"),
+        explore=config.getoption("thud_explore"),
     )
 
 
@@ -201,8 +208,9 @@ def pytest_configure(config: pytest.Config) -> None:
         deadline=None,
         max_examples=thud.max_examples,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        derandomize=bool(os.environ.get("CI")),
-        database=None if os.environ.get("CI") else DirectoryBasedExampleDatabase(thud.cache_dir / "hypothesis"),
+        # Same draws every run unless exploring: with the answer cache a rerun then costs no model calls.
+        derandomize=not thud.explore or bool(os.environ.get("CI")),
+        database=DirectoryBasedExampleDatabase(thud.cache_dir / "hypothesis") if thud.explore else None,
         phases=phases,
         print_blob=True,
     )
@@ -294,7 +302,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             f"{metafunc.definition.nodeid}: mark the test with exactly one relation marker ({', '.join(RELATIONS)})"
         )
     relation = RELATIONS[names[0]]
-    runner = _runner(metafunc.config)
+    state = metafunc.config.stash[STATE]
+    try:
+        runner = _runner(metafunc.config)
+    except pytest.UsageError as exc:
+        state.usage_error = state.usage_error or exc
+        metafunc.parametrize("thud_case", [])
+        return
     ctx = runner.context()
     specs = []
     for entry in runner.corpus.entries:
@@ -303,6 +317,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 continue
             specs.append(CaseSpec(relation.name, entry.id, probe))
     metafunc.parametrize("thud_case", specs, ids=[s.id for s in specs])
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    error = session.config.stash[STATE].usage_error
+    if error is not None:
+        raise error
 
 
 @dataclass
@@ -351,9 +371,13 @@ def thud(request: pytest.FixtureRequest) -> Thud:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield
-    if call.when == "call" and report.failed and "thud_case" in getattr(item, "fixturenames", ()):
-        violation = call.excinfo is not None and call.excinfo.errisinstance(RelationViolation)
-        report.user_properties.append(("thud_violation", violation))
+    if call.when == "call" and report.failed and call.excinfo is not None:
+        exc = call.excinfo.value
+        if isinstance(exc, RelationViolation | ThudCaseError):
+            report.user_properties.append(("thud_violation", isinstance(exc, RelationViolation)))
+            # The case's own words and Hypothesis's draws, not a traceback through the framework.
+            notes = [n for n in getattr(exc, "__notes__", []) if n.strip()]
+            report.longrepr = "\n".join([f"{type(exc).__name__}: {exc}", *notes])
     return report
 
 

@@ -229,3 +229,37 @@ def test_the_plugin_is_inert_for_ordinary_tests(pytester: pytest.Pytester) -> No
     outcome = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     outcome.assert_outcomes(passed=1)
     assert "thud-mt summary" not in outcome.stdout.str()
+
+
+def test_the_listener_passes_every_suite(run, pytester: pytest.Pytester) -> None:
+    outcome = run("listener")
+    assert outcome.ret == 0, outcome.stdout.str()[-3000:]
+    rows = results(pytester)
+    assert {r["relation"] for r in rows} == {"shift", "mute", "swap", "identity"}
+    assert {r["verdict"] for r in rows} == {"pass"}
+
+
+def test_the_visual_only_model_fails_mute_swap_and_shift_but_not_identity(run, pytester: pytest.Pytester) -> None:
+    outcome = run("visual-only")
+    assert outcome.ret == 1
+    failed = {(r["relation"], r["probe"]) for r in results(pytester) if r["verdict"] == "fail"}
+    assert {"mute", "swap", "shift"} <= {relation for relation, _ in failed}
+    assert not any(relation == "identity" or probe == "visual" for relation, probe in failed)
+    outcome.stdout.fnmatch_lines(['*muted clip: model still answered "Yes.*" to "*'])
+
+
+def test_the_chance_model_is_right_about_half_the_time_on_yes_no_questions(run, pytester: pytest.Pytester) -> None:
+    run("chance", "--thud-max-examples=6", "-m", "mute or swap")
+    binary = [r for r in results(pytester) if r["probe"] in ("presence", "match") and r["followup_correct"] is not None]
+    assert len(binary) >= 30
+    accuracy = sum(r["followup_correct"] for r in binary) / len(binary)
+    assert 0.25 <= accuracy <= 0.75
+
+
+def test_a_sampling_model_gets_a_majority_verdict_with_an_interval(run, pytester: pytest.Pytester) -> None:
+    run("chance", "--thud-samples=5", suites="test_mute.py")
+    rows = results(pytester)
+    assert rows and all(r["samples"] == 5 for r in rows)
+    for r in rows:
+        low, high = r["interval"]
+        assert 0.0 <= low <= r["pass_rate"] <= high <= 1.0

@@ -199,6 +199,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = ThudState(thud)
     if thud.model is None:
         return
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"  # keep each clip's cases on one worker (collection_modifyitems)
+    if _is_worker(config) and config.workerinput.get("thud_loadgroup"):  # type: ignore[attr-defined]
+        config.option.loadgroup = True  # workers parse their own options; xdist reads this at collection
     if not _is_worker(config):
         thud.results.parent.mkdir(parents=True, exist_ok=True)
         thud.results.write_text("")  # this session's results only; workers append
@@ -317,6 +321,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 continue
             specs.append(CaseSpec(relation.name, entry.id, probe))
     metafunc.parametrize("thud_case", specs, ids=[s.id for s in specs])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # pytest-xdist, controller side
+    node.workerinput["thud_loadgroup"] = node.config.getvalue("dist") == "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Most of a case's cost is per clip (decoding, the model's analysis, the edit), so under
+    # pytest-xdist one worker takes all cases of a clip (see pytest_configure: --dist loadgroup).
+    for item in items:
+        spec = getattr(getattr(item, "callspec", None), "params", {}).get("thud_case")
+        if spec is not None:
+            item.add_marker(pytest.mark.xdist_group(spec.clip))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

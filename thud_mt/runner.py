@@ -7,7 +7,9 @@ other commands can use it without pytest.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +24,9 @@ from thud_mt.models.base import Answer, Model, Query
 from thud_mt.probes import Parsed, ProbeKind, Question, parse, parse_choice, question
 from thud_mt.results import CaseResult, ResultsWriter
 from thud_mt.stats import majority, wilson
+
+# Edited clips kept for reuse; each holds its own audio (frames are shared), ~0.25 MB for a 4 s clip.
+FOLLOWUP_MEMO = 256
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class CaseRunner:
     _errors: dict[str, ThudError] = field(default_factory=dict)
     _donors: dict[str, list[str]] = field(default_factory=dict)
     _recorded: set[str] = field(default_factory=set)
+    _followups: OrderedDict[tuple[str, str, str], Clip] = field(default_factory=OrderedDict)
     calls: int = 0
 
     # ------------------------------------------------------------ corpus access
@@ -155,9 +161,22 @@ class CaseRunner:
 
     # ------------------------------------------------------------ one case
 
+    def followup(self, relation: MetamorphicRelation, clip: Clip, params: Params) -> Clip:
+        """The edited clip, memoised: every probe and paraphrase of a case edits the same way (identity
+        is an AAC encode, swap a resample), so one edit serves them all."""
+        key = (relation.name, clip.id, json.dumps(dict(params), sort_keys=True, default=str))
+        if key in self._followups:
+            self._followups.move_to_end(key)
+            return self._followups[key]
+        edited = relation.transform(clip, params, self.context())
+        self._followups[key] = edited
+        if len(self._followups) > FOLLOWUP_MEMO:
+            self._followups.popitem(last=False)
+        return edited
+
     def expectation(self, relation: MetamorphicRelation, spec: CaseSpec, params: Params) -> tuple[Clip, Clip, object]:
         clip = self.clip(spec.clip)
-        followup = relation.transform(clip, params, self.context())
+        followup = self.followup(relation, clip, params)
         expected = relation.expected(clip, followup, spec.probe, self.context())
         return clip, followup, expected
 

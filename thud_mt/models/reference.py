@@ -19,6 +19,7 @@ audio they measure from the samples. Answers are free text written with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import weakref
 from collections import OrderedDict
@@ -230,8 +231,8 @@ class Listener:
             self._exemplars = self._learn()
         return self._exemplars
 
-    @property
-    def fingerprint(self) -> str:
+    @functools.cached_property
+    def fingerprint(self) -> str:  # cached: it hashes the exemplars, and every query asks for it
         return (
             f"{self.name}/v{VERSION}/perception={settings_digest(self.perception)}"
             f"/sync={self.sync.early_s:g},{self.sync.late_s:g}/exemplars={self.exemplars.digest}"

@@ -199,8 +199,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = ThudState(thud)
     if thud.model is None:
         return
+    # Hypothesis imports libcst to print falsifying examples; its deprecation noise is not the user's.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:libcst.*")
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # keep each clip's cases on one worker (collection_modifyitems)
+    if getattr(config.option, "dist", "no") != "no":
+        # One process per core already: BLAS / OpenMP thread pools in each worker would only
+        # oversubscribe the cores (workers are spawned after this and inherit the environment).
+        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
     if _is_worker(config) and config.workerinput.get("thud_loadgroup"):  # type: ignore[attr-defined]
         config.option.loadgroup = True  # workers parse their own options; xdist reads this at collection
     if not _is_worker(config):
@@ -351,6 +358,9 @@ class Thud:
     config: pytest.Config
 
     def check(self, case, data: st.DataObject) -> None:  # case: CaseSpec
+        # Hidden from tracebacks: a failing case is reported by its message, and formatting this frame's
+        # source for every failing example (pytest and Hypothesis both do) dominated a failing run.
+        __tracebackhide__ = True
         from relations import NO_TRUTH, RELATIONS
         from relations.base import paraphrases
 

@@ -61,3 +61,18 @@ def make_clip(
 @pytest.fixture
 def clip_factory() -> Callable[..., Clip]:
     return make_clip
+
+
+def run_together(target: Callable[..., None], *args_per_process: tuple, timeout: float = 120) -> None:
+    """Run ``target(*args, start)`` in one spawned process per args tuple, released at once by ``start``."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=target, args=(*args, start)) for args in args_per_process]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(timeout)
+        assert p.exitcode == 0

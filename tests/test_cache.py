@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import math
-import multiprocessing
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import make_clip
 
 import thud_mt.cache as cache_module
+from conftest import make_clip, run_together
 from thud_mt.cache import AnswerCache, CacheError, CacheStats, NullCache, cache_key, media_digest
 from thud_mt.clip import Clip, LazyFrames, VideoSource
 from thud_mt.errors import MediaNotFoundError, ThudError
@@ -247,15 +246,7 @@ def _write_many(path: str, worker: int, n: int, start: Any) -> None:
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Event()
-    procs = [ctx.Process(target=_write_many, args=(str(path), k, 200, start)) for k in range(2)]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    run_together(_write_many, (str(path), 0, 200), (str(path), 1, 200))
     with AnswerCache(path) as cache:
         assert len(cache) == 400
         for k in range(2):

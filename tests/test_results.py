@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import run_together
 from thud_mt.errors import ThudError
 from thud_mt.results import (
     CaseResult,
@@ -196,15 +196,7 @@ def _append_many(path: str, worker: int, n: int, start: Any) -> None:
 
 def test_two_processes_appending_at_once_interleave_whole_records(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Event()
-    procs = [ctx.Process(target=_append_many, args=(str(path), k, 200, start)) for k in range(2)]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    run_together(_append_many, (str(path), 0, 200), (str(path), 1, 200))
     clips = [r.clip for r in read_results(path)]
     assert sorted(clips) == sorted(f"w{k}-{i}" for k in range(2) for i in range(200))
     for k in range(2):  # each worker's own records keep their order

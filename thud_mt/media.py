@@ -445,11 +445,12 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def _atomic_target(path: Path) -> tuple[Path, str]:
+def _atomic_target(path: Path) -> Path:
+    """A fresh temporary file beside ``path``, so the final ``os.replace`` is atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
-    return Path(tmp), tmp
+    return Path(tmp)
 
 
 def write_clip(
@@ -470,7 +471,7 @@ def write_clip(
     analysis. The file appears atomically: a crash leaves no half file.
     """
     path = Path(path)
-    tmp, _ = _atomic_target(path)
+    tmp = _atomic_target(path)
     try:
         if lossless:
             _write_lossless(clip, tmp)
@@ -537,12 +538,18 @@ def _encode_audio_then_video(
     vstream.width, vstream.height = frames.shape[2], frames.shape[1]
     vstream.pix_fmt = "yuv420p"
     _encode_audio(container, astream, audio, "fltp", 1024)
+    _encode_frames(container, vstream, frames)
+
+
+def _encode_frames(
+    container: av.container.OutputContainer, stream: av.video.stream.VideoStream, frames: np.ndarray
+) -> None:
     for i, rgb in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         frame.pts = i
-        for packet in vstream.encode(frame):
+        for packet in stream.encode(frame):
             container.mux(packet)
-    for packet in vstream.encode(None):
+    for packet in stream.encode(None):
         container.mux(packet)
 
 
@@ -555,21 +562,7 @@ def _write_lossless(clip: Clip, path: Path) -> None:
         astream = container.add_stream("pcm_f32le", rate=clip.sample_rate)
         astream.layout = _layout(clip.n_channels)
         _encode_audio(container, astream, clip.audio, "flt", 4096)
-        for i, rgb in enumerate(clip.frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = i
-            for packet in vstream.encode(frame):
-                container.mux(packet)
-        for packet in vstream.encode(None):
-            container.mux(packet)
-
-
-def encode_mp4_bytes(clip: Clip, *, options: WriteOptions = WriteOptions()) -> bytes:
-    """The mp4 ``write_clip`` would write, in memory (for model requests and hashing)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / f"{clip.id}.mp4"
-        write_clip(clip, target, options=options)
-        return target.read_bytes()
+        _encode_frames(container, vstream, clip.frames)
 
 
 def audio_roundtrip(clip: Clip) -> np.ndarray:

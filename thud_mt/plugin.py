@@ -8,10 +8,7 @@ test asks for the ``thud`` fixture or a ``thud_case`` parameter. State lives in
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from thud_mt.errors import ThudError
+from thud_mt.locking import file_lock
 
 RELATION_MARKERS = {
     "shift": "Shift relation: audio delayed / advanced",
@@ -228,18 +226,6 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.load_profile("thud")
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One process builds a shared artefact; pytest-xdist workers wait for it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _corpus(config: pytest.Config):  # -> Corpus
     state = config.stash[STATE]
     if state.corpus is None:
@@ -262,7 +248,7 @@ def _builtin_corpus(thud: ThudConfig) -> Path:
     bank, sounds = choose_sound_bank("auto")
     out = thud.cache_dir / "corpus" / f"synth-n{n}-s{seed}-{sounds}"
     manifest = out / "manifest.json"
-    with _locked(out.parent / f".{out.name}.lock"):
+    with file_lock(out.parent / f".{out.name}.lock"):
         if not manifest.is_file():
             build_synthetic_corpus(out, n, seed, bank=bank, progress=False)
     return manifest

@@ -15,14 +15,13 @@ Cache layout (``$THUD_CACHE/debian`` or ``~/.cache/thud-mt/debian``)::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from thud_mt.corpus.manifest import ClipEntry, load_corpus, write_manifest
 from thud_mt.corpus.sounds import Recording, SoundBank
 from thud_mt.corpus.vocabulary import SOUND_CLASSES
 from thud_mt.errors import CorpusBuildError, MediaError
+from thud_mt.locking import file_lock
 from thud_mt.signal import first_onset, onset_times
 
 # Recordings: keep at most MAX_LEAD_S of the file before its onset and make
@@ -90,7 +90,7 @@ def fetch_debian_packages(
     root.mkdir(parents=True, exist_ok=True)
     debs.mkdir(parents=True, exist_ok=True)
     # pytest-xdist workers each fetch in their own session: one at a time.
-    with _locked(cache / ".lock"):
+    with file_lock(cache / ".lock"):
         for name in tqdm(names, desc="debian packages", unit="pkg", disable=not progress):
             if (root / name).is_dir():
                 continue
@@ -130,21 +130,6 @@ def package_files(cache: Path) -> dict[str, str]:
     for deb in sorted((Path(cache) / "debs").glob("*.deb")):
         found[deb.name.split("_", 1)[0]] = deb.name
     return found
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no apt there either, nothing to serialise
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _cached_deb(debs: Path, name: str) -> Path | None:

@@ -263,3 +263,11 @@ def test_a_sampling_model_gets_a_majority_verdict_with_an_interval(run, pytester
     for r in rows:
         low, high = r["interval"]
         assert 0.0 <= low <= r["pass_rate"] <= high <= 1.0
+
+
+def test_measure_mode_runs_every_draw_before_failing(run, pytester: pytest.Pytester) -> None:
+    outcome = run("models.py:deaf", "--thud-measure", "--thud-max-examples=3", suites="test_mute.py")
+    assert outcome.ret == 1
+    outcome.stdout.fnmatch_lines(["RelationViolation: 3 of 3 draws broke the relation; first: muted clip: *"])
+    presence = [r for r in results(pytester) if r["probe"] == "presence"]
+    assert len(presence) == 6 * 3 and {r["verdict"] for r in presence} == {"fail"}

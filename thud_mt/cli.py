@@ -169,6 +169,7 @@ def check(models: tuple[str, ...], suites: Path, results_dir: Path, pytest_args:
             str(suites),
             f"--model={model}",
             f"--thud-results={path}",
+            "--thud-measure",
             "-q",
             "--no-header",
             "-p",

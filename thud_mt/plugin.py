@@ -50,6 +50,7 @@ class ThudConfig:
     seed: int
     shrink: bool
     explore: bool
+    measure: bool
 
 
 @dataclass
@@ -58,6 +59,8 @@ class ThudState:
     runner: object | None = None  # thud_mt.runner.CaseRunner, built on first use
     corpus: object | None = None
     usage_error: pytest.UsageError | None = None  # raised after collection, so pytest exits with a usage error
+    broken: list[Exception] = field(default_factory=list)  # --thud-measure: the current test's failed draws
+    draws: int = 0
     summary_text: list[str] = field(default_factory=list)
 
 
@@ -123,6 +126,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Let Hypothesis shrink a failing example to the smallest edit (costs extra model calls).",
     )
     group.addoption(
+        "--thud-measure",
+        action="store_true",
+        help="Run every draw of every test, failing a test only afterwards, so the summary's rates cover all "
+        "drawn cases (default: a test stops at its first failing draw, as Hypothesis does; on with --thud-gate).",
+    )
+    group.addoption(
         "--thud-explore",
         action="store_true",
         help="Draw new offsets, donors and paraphrases each run, replaying saved failing examples first "
@@ -183,6 +192,8 @@ def _read_config(config: pytest.Config) -> ThudConfig:
         seed=int(_number(config, "thud_seed", int, 0, "0")),
         shrink=config.getoption("thud_shrink"),
         explore=config.getoption("thud_explore"),
+        # Gates judge aggregate rates, which only mean something when every draw is run.
+        measure=config.getoption("thud_measure") or bool(config.getoption("thud_gate")),
     )
 
 
@@ -367,10 +378,19 @@ class Thud:
             reject()  # an edit with no right answer (never drawn by the strategies; a guard)
         outcome = runner.run(relation, case, params, paraphrase, f"{relation.name}: {case.id}")
         verdict = outcome.result.verdict
+        problem: Exception | None = None
         if verdict in ("fail", "invalid"):
-            raise RelationViolation(outcome.message)
-        if verdict == "error":
-            raise ThudCaseError(outcome.message)
+            problem = RelationViolation(outcome.message)
+        elif verdict == "error":
+            problem = ThudCaseError(outcome.message)
+        state = self.config.stash[STATE]
+        state.draws += 1
+        if problem is None:
+            return
+        if state.config.measure:
+            state.broken.append(problem)  # reported once all draws have run (pytest_runtest_call)
+            return
+        raise problem
 
 
 class ThudCaseError(ThudError):
@@ -381,6 +401,21 @@ class ThudCaseError(ThudError):
 def thud(request: pytest.FixtureRequest) -> Thud:
     _runner(request.config)
     return Thud(request.config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """With --thud-measure, a test runs every draw and then fails with the first broken one and a count."""
+    state = item.config.stash.get(STATE, None)
+    if state is None or not state.config.measure or "thud_case" not in getattr(item, "fixturenames", ()):
+        return (yield)
+    state.broken, state.draws = [], 0
+    result = yield
+    if state.broken:
+        first = state.broken[0]
+        kind = RelationViolation if any(isinstance(b, RelationViolation) for b in state.broken) else ThudCaseError
+        raise kind(f"{len(state.broken)} of {state.draws} draws broke the relation; first: {first}")
+    return result
 
 
 @pytest.hookimpl(wrapper=True)

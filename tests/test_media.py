@@ -7,8 +7,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import make_clip
 
+from conftest import make_clip
 from thud_mt.media import read_audio, read_clip, write_clip
 from thud_mt.signal import lag_seconds, resample
 
@@ -135,3 +135,50 @@ def test_muted_clip_still_has_an_audio_track(tmp_path: Path, suffix: str) -> Non
     with av.open(str(path)) as container:
         assert len(container.streams.audio) == 1
     assert np.all(read_clip(path).audio == 0)
+
+
+def _write_with(path: Path, fmt: str, vcodec: str, pix_fmt: str, acodec: str, afmt: str, clip) -> Path:
+    """Encode ``clip`` with the given codecs at 48 kHz, audio timestamps from 0, as another tool would."""
+    with av.open(str(path), "w", format=fmt) as out:
+        v = out.add_stream(vcodec, rate=25)
+        v.width, v.height, v.pix_fmt = 32, 24, pix_fmt
+        a = out.add_stream(acodec, rate=48000)
+        a.layout = "mono"
+        audio = clip.audio[:, 0]
+        if afmt == "s16":
+            audio = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        size = a.codec_context.frame_size or 4096
+        for start in range(0, len(audio), size):
+            block = np.zeros(size, audio.dtype)
+            chunk = audio[start : start + size]
+            block[: len(chunk)] = chunk
+            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format=afmt, layout="mono")
+            frame.sample_rate, frame.pts = 48000, start
+            for p in a.encode(frame):
+                out.mux(p)
+        for p in a.encode(None):
+            out.mux(p)
+        for i, rgb in enumerate(clip.frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            for p in v.encode(frame):
+                out.mux(p)
+        for p in v.encode(None):
+            out.mux(p)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "vcodec", "pix_fmt", "acodec", "afmt"),
+    [
+        ("webm (VP9 + Opus, which starts at a negative pts)", "webm", "libvpx-vp9", "yuv420p", "libopus", "flt"),
+        ("mov (H.264 + AAC with priming)", "mov", "libx264", "yuv420p", "aac", "fltp"),
+        ("mkv (FFV1 + FLAC)", "matroska", "ffv1", "bgr0", "flac", "s16"),
+        ("avi (MPEG-4 + PCM)", "avi", "mpeg4", "yuv420p", "pcm_s16le", "s16"),
+    ],
+)
+def test_containers_keep_the_sound_on_the_picture_clock(tmp_path: Path, name, fmt, vcodec, pix_fmt, acodec, afmt):
+    clip = make_clip(sample_rate=48000, sound_at=1.5)
+    back = read_clip(_write_with(tmp_path / f"c.{fmt}", fmt, vcodec, pix_fmt, acodec, afmt, clip))
+    assert back.n_frames == clip.n_frames and back.sample_rate == 48000
+    assert abs(lag_seconds(clip.audio, back.audio, 48000, max_lag_s=0.2)) < 0.001, name

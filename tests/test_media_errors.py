@@ -7,8 +7,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import make_clip
 
+from conftest import make_clip
 from thud_mt import (
     CorruptMediaError,
     EmptyMediaError,

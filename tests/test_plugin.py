@@ -271,3 +271,16 @@ def test_measure_mode_runs_every_draw_before_failing(run, pytester: pytest.Pytes
     outcome.stdout.fnmatch_lines(["RelationViolation: 3 of 3 draws broke the relation; first: muted clip: *"])
     presence = [r for r in results(pytester) if r["probe"] == "presence"]
     assert len(presence) == 6 * 3 and {r["verdict"] for r in presence} == {"fail"}
+
+
+def test_relation_bounds_are_options(run, pytester: pytest.Pytester) -> None:
+    # With a huge must-detect bound no shift is ever "audio delayed": every sync case expects synchronized.
+    run("models.py:oracle", "--thud-relation-option", "must_detect=2.9", "-k", "sync", suites="test_shift.py")
+    sync = [r for r in results(pytester) if r["probe"] == "sync"]
+    assert sync and all(abs(r["params"]["offset_s"]) <= 0.125 or abs(r["params"]["offset_s"]) >= 2.9 for r in sync)
+
+
+def test_a_bad_relation_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    outcome = pytester.runpytest_subprocess(str(SUITES), "--model=listener", "--thud-relation-option", "speed=3")
+    assert outcome.ret == pytest.ExitCode.USAGE_ERROR
+    outcome.stderr.fnmatch_lines(["*expected NAME=VALUE with NAME one of *must_detect*"])

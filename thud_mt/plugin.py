@@ -50,6 +50,7 @@ class ThudConfig:
     seed: int
     shrink: bool
     explore: bool
+    relation_options: object  # relations.RelationOptions
     measure: bool
 
 
@@ -126,6 +127,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Let Hypothesis shrink a failing example to the smallest edit (costs extra model calls).",
     )
     group.addoption(
+        "--thud-relation-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Change a bound or tolerance of the relations (relations/options.py): sync_window=-0.045,0.125 "
+        "(ITU-R BT.1359), must_detect=0.3, offset_tolerance=0.25, time_tolerance=0.2, max_shift=3.0, margin=0.25. "
+        "Repeatable.",
+    )
+    group.addoption(
         "--thud-measure",
         action="store_true",
         help="Run every draw of every test, failing a test only afterwards, so the summary's rates cover all "
@@ -169,6 +179,34 @@ def _gates(raw: list[str]) -> dict[str, float]:
     return gates
 
 
+def _relation_options(raw: list[str]):  # -> RelationOptions
+    """``NAME=VALUE`` pairs over the defaults of ``relations.RelationOptions`` (pairs as ``EARLY,LATE``)."""
+    import dataclasses
+
+    from relations import DEFAULT_OPTIONS
+
+    names = {f.name for f in dataclasses.fields(DEFAULT_OPTIONS)}
+    changes: dict[str, object] = {}
+    for item in raw:
+        name, sep, value = item.partition("=")
+        if not sep or name not in names:
+            raise pytest.UsageError(
+                f"--thud-relation-option {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(names))}, "
+                "e.g. --thud-relation-option must_detect=0.5 or sync_window=-0.045,0.125"
+            )
+        try:
+            numbers = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            raise pytest.UsageError(
+                f"--thud-relation-option {item!r}: VALUE must be a number (or two, comma-separated)"
+            ) from None
+        changes[name] = numbers if name == "sync_window" else numbers[0]
+    try:
+        return dataclasses.replace(DEFAULT_OPTIONS, **changes)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(f"--thud-relation-option: {exc}") from None
+
+
 def _read_config(config: pytest.Config) -> ThudConfig:
     cache_raw = config.getoption("thud_cache") or os.environ.get("THUD_CACHE")
     cache_dir = Path(cache_raw) if cache_raw else Path(config.rootpath) / ".thud-cache"
@@ -187,6 +225,7 @@ def _read_config(config: pytest.Config) -> ThudConfig:
         use_cache=not config.getoption("thud_no_cache"),
         results=Path(results_raw) if results_raw else cache_dir / "results" / "last.jsonl",
         gates=_gates(config.getoption("thud_gate")),
+        relation_options=_relation_options(config.getoption("thud_relation_option")),
         timeout_s=timeout or None,
         max_examples=int(_number(config, "thud_max_examples", int, 1, "8")),
         seed=int(_number(config, "thud_seed", int, 0, "0")),
@@ -271,7 +310,6 @@ def _runner(config: pytest.Config):  # -> CaseRunner
         thud = state.config
         if thud.model is None:
             raise pytest.UsageError("these are thud-mt suites: choose a model, e.g. pytest suites/ --model=listener")
-        from relations import DEFAULT_OPTIONS
         from thud_mt.cache import AnswerCache, NullCache
         from thud_mt.models.registry import ModelOptions, create
         from thud_mt.results import ResultsWriter
@@ -290,7 +328,7 @@ def _runner(config: pytest.Config):  # -> CaseRunner
             model=model,
             corpus=corpus,
             cache=cache,
-            options=DEFAULT_OPTIONS,
+            options=thud.relation_options,
             samples=thud.samples,
             timeout_s=thud.timeout_s,
             writer=ResultsWriter(thud.results),

@@ -39,6 +39,10 @@ class ThudConfig:
 
     model: str | None
     model_path: str | None
+    model_url: str | None
+    model_name: str | None
+    model_extra: dict[str, str]
+    scoring: str
     corpus: Path | None
     samples: int
     cache_dir: Path
@@ -77,6 +81,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "...), pkg.module:factory, or path/to/file.py:factory.",
     )
     group.addoption("--model-path", default=None, help="Weights folder or cached hub id for models that load weights.")
+    group.addoption("--model-url", default=None, help="Base URL of an OpenAI-compatible server (openai-compatible).")
+    group.addoption("--model-name", default=None, help="The model id the server or API knows the model by.")
+    group.addoption(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="An adapter-specific setting (e.g. batch_size=4, dtype=bfloat16, max_frames=16); repeatable. "
+        "API keys are never options: they come from environment variables.",
+    )
+    group.addoption(
+        "--thud-scoring",
+        choices=("generate", "logprob"),
+        default="generate",
+        help="generate: free-text answers, parsed; logprob: score each allowed answer by log-probability "
+        "(deterministic, no parsing) where the model supports it [default: generate].",
+    )
     group.addoption(
         "--corpus",
         default=None,
@@ -179,6 +200,16 @@ def _gates(raw: list[str]) -> dict[str, float]:
     return gates
 
 
+def _model_extra(raw: list[str]) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise pytest.UsageError(f"--model-option {item!r}: expected KEY=VALUE, e.g. --model-option batch_size=4")
+        extra[key] = value
+    return extra
+
+
 def _relation_options(raw: list[str]):  # -> RelationOptions
     """``NAME=VALUE`` pairs over the defaults of ``relations.RelationOptions`` (pairs as ``EARLY,LATE``)."""
     import dataclasses
@@ -219,6 +250,10 @@ def _read_config(config: pytest.Config) -> ThudConfig:
     return ThudConfig(
         model=config.getoption("model"),
         model_path=config.getoption("model_path"),
+        model_url=config.getoption("model_url"),
+        model_name=config.getoption("model_name"),
+        model_extra=_model_extra(config.getoption("model_option")),
+        scoring=config.getoption("thud_scoring"),
         corpus=corpus,
         samples=int(_number(config, "thud_samples", int, 1, "5")),
         cache_dir=cache_dir,
@@ -319,7 +354,16 @@ def _runner(config: pytest.Config):  # -> CaseRunner
         try:
             model = create(
                 thud.model,
-                ModelOptions(model_path=thud.model_path, corpus=corpus, seed=thud.seed, timeout_s=thud.timeout_s),
+                ModelOptions(
+                    model_path=thud.model_path,
+                    corpus=corpus,
+                    seed=thud.seed,
+                    timeout_s=thud.timeout_s,
+                    url=thud.model_url,
+                    name=thud.model_name,
+                    scoring=thud.scoring,
+                    extra=thud.model_extra,
+                ),
             )
         except ThudError as exc:
             raise pytest.UsageError(str(exc)) from exc

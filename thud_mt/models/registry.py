@@ -34,7 +34,10 @@ class ModelOptions:
     corpus: Any = None  # thud_mt.corpus.manifest.Corpus: reference models learn the corpus's sounds from it
     seed: int = 0
     timeout_s: float | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
+    url: str | None = None  # --model-url: an OpenAI-compatible server's base URL
+    name: str | None = None  # --model-name: the model id a server or API knows it by
+    scoring: str = "generate"  # --thud-scoring: "generate" (free text, parsed) or "logprob" (score each choice)
+    extra: Mapping[str, str] = field(default_factory=dict)  # --model-option KEY=VALUE, adapter-specific
 
 
 Factory = Callable[[ModelOptions], Model]

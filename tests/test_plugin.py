@@ -284,3 +284,10 @@ def test_a_bad_relation_option_is_a_usage_error(pytester: pytest.Pytester) -> No
     outcome = pytester.runpytest_subprocess(str(SUITES), "--model=listener", "--thud-relation-option", "speed=3")
     assert outcome.ret == pytest.ExitCode.USAGE_ERROR
     outcome.stderr.fnmatch_lines(["*expected NAME=VALUE with NAME one of *must_detect*"])
+
+
+def test_the_canary_flags_a_model_whose_answers_ignore_the_audio(run) -> None:
+    heard = run("models.py:oracle", suites="test_mute.py")
+    heard.stdout.fnmatch_lines(["canary: audio reaches oracle (6 of 6 answers changed when muted)", "*summary*"])
+    deaf = run("models.py:garbage", suites="test_mute.py")
+    deaf.stdout.fnmatch_lines(["AUDIO DOES NOT REACH THE MODEL? garbage gave the same answers*", "*summary*"])

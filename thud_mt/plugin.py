@@ -55,6 +55,7 @@ class ThudConfig:
     shrink: bool
     explore: bool
     relation_options: object  # relations.RelationOptions
+    canary: int
     measure: bool
 
 
@@ -146,6 +147,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--thud-shrink",
         action="store_true",
         help="Let Hypothesis shrink a failing example to the smallest edit (costs extra model calls).",
+    )
+    group.addoption(
+        "--thud-canary",
+        default="3",
+        help="Clips on which to check, before the run, that muting changes the model's answers "
+        "(0 = no check) [default: 3].",
     )
     group.addoption(
         "--thud-relation-option",
@@ -261,6 +268,7 @@ def _read_config(config: pytest.Config) -> ThudConfig:
         results=Path(results_raw) if results_raw else cache_dir / "results" / "last.jsonl",
         gates=_gates(config.getoption("thud_gate")),
         relation_options=_relation_options(config.getoption("thud_relation_option")),
+        canary=int(_number(config, "thud_canary", int, 0, "3")),
         timeout_s=timeout or None,
         max_examples=int(_number(config, "thud_max_examples", int, 1, "8")),
         seed=int(_number(config, "thud_seed", int, 0, "0")),
@@ -296,6 +304,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _is_worker(config):
         thud.results.parent.mkdir(parents=True, exist_ok=True)
         thud.results.write_text("")  # this session's results only; workers append
+        _canary_path(thud).unlink(missing_ok=True)
     phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if thud.shrink else [])
     settings.register_profile(
         "thud",
@@ -377,7 +386,31 @@ def _runner(config: pytest.Config):  # -> CaseRunner
             timeout_s=thud.timeout_s,
             writer=ResultsWriter(thud.results),
         )
+        # One process checks: the only one, or the first pytest-xdist worker (the controller runs no tests).
+        if thud.canary and model.capabilities.audio and (not _is_worker(config) or _first_worker(config)):
+            _write_canary(thud, state.runner.canary(thud.canary))
     return state.runner
+
+
+def _first_worker(config: pytest.Config) -> bool:
+    return _is_worker(config) and config.workerinput.get("workerid") == "gw0"  # type: ignore[attr-defined]
+
+
+def _canary_path(thud: ThudConfig) -> Path:
+    return thud.results.with_name(thud.results.name + ".canary.json")
+
+
+def _write_canary(thud: ThudConfig, report) -> None:  # report: CanaryReport
+    import json
+
+    payload = {
+        "text": report.describe(),
+        "audio_reaches_model": report.audio_reaches_model,
+        "compared": report.compared,
+        "changed": report.changed,
+        "clips": list(report.clips),
+    }
+    _canary_path(thud).write_text(json.dumps(payload))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -539,7 +572,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not results:
         return
     summary = summarize(results)
-    lines = [format_summary(summary, f"thud-mt summary: {state.config.model}"), f"results: {path}"]
+    lines = []
+    canary = _canary_path(state.config)
+    if canary.is_file():
+        import json
+
+        lines.append(json.loads(canary.read_text())["text"])
+    lines += [format_summary(summary, f"thud-mt summary: {state.config.model}"), f"results: {path}"]
     if state.config.gates:
         violations, others = _count_failures(session)
         unmet = []

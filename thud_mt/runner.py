@@ -43,6 +43,35 @@ class CaseSpec:
 
 
 @dataclass(frozen=True)
+class CanaryReport:
+    """Whether muting a clip changes anything the model says: if never, audio may not reach it."""
+
+    model: str
+    clips: tuple[str, ...]
+    compared: int
+    changed: int
+
+    @property
+    def audio_reaches_model(self) -> bool:
+        return self.changed > 0
+
+    def describe(self) -> str:
+        if not self.compared:
+            return f"canary: no readable clip with a sound to check {self.model} on"
+        if self.audio_reaches_model:
+            return f"canary: audio reaches {self.model} ({self.changed} of {self.compared} answers changed when muted)"
+        return (
+            f"AUDIO DOES NOT REACH THE MODEL? {self.model} gave the same answers and scores to "
+            f"{self.compared} questions about {len(self.clips)} clips and their muted copies "
+            f"({', '.join(self.clips)}): check the adapter's audio path before reading the results "
+            "(a model that ignores sound entirely looks the same)"
+        )
+
+
+CANARY_PROBES: tuple[ProbeKind, ...] = ("presence", "source")
+
+
+@dataclass(frozen=True)
 class Outcome:
     """A finished case: the record and the message a failing test shows."""
 
@@ -253,6 +282,34 @@ class CaseRunner:
         if not answer.text.strip() and answer.scores:
             return parse_choice(q, max(answer.scores, key=lambda c: answer.scores[c]))  # type: ignore[index]
         return parse(q, answer.text)
+
+    def canary(self, n_clips: int) -> CanaryReport:
+        """Ask about ``n_clips`` clips with a sound and their muted copies; count answers that changed."""
+        from thud_mt.interventions import mute
+
+        clips: list[Clip] = []
+        for entry in self.corpus.entries:
+            if len(clips) == n_clips:
+                break
+            if any(e.audio_time is not None for e in entry.events):
+                try:
+                    clips.append(self.clip(entry.id))
+                except ThudError:
+                    continue  # its own cases report it
+        queries = []
+        for clip in clips:
+            silent = mute(clip)
+            for probe in CANARY_PROBES:
+                q = question(probe, 0, sound_labels=self.sound_labels)
+                queries += [Query(clip, q, 0, "canary"), Query(silent, q, 0, "canary")]
+        answers = self.ask(queries)
+        pairs = [
+            (a, b) for a, b in zip(answers[::2], answers[1::2], strict=True) if a.error is None and b.error is None
+        ]
+        changed = sum(
+            a.text.strip() != b.text.strip() or dict(a.scores or {}) != dict(b.scores or {}) for a, b in pairs
+        )
+        return CanaryReport(self.model.name, tuple(c.id for c in clips), len(pairs), changed)
 
     def record(self, result: CaseResult) -> None:
         """Append once: Hypothesis replays a failing example, which must not count twice."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import thud_mt.cache as cache_module
-from conftest import make_clip, run_together
+from helpers import make_clip, run_together
 from thud_mt.cache import AnswerCache, CacheError, CacheStats, NullCache, cache_key, media_digest
 from thud_mt.clip import Clip, LazyFrames, VideoSource
 from thud_mt.errors import MediaNotFoundError, ThudError

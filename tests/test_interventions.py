@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import STANDARD_RATES, make_clip
+from helpers import STANDARD_RATES, make_clip
 from thud_mt.errors import InterventionError
 from thud_mt.interventions import identity, mute, shift, swap
 from thud_mt.media import read_clip, write_clip

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import make_clip
+from helpers import make_clip
 from thud_mt import (
     CorruptMediaError,
     EmptyMediaError,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import run_together
+from helpers import run_together
 from thud_mt.errors import ThudError
 from thud_mt.results import (
     CaseResult,
@@ -151,6 +151,7 @@ def test_the_writer_refuses_records_the_reader_would_refuse(tmp_path: Path) -> N
 def _kill_me_script(path: Path) -> str:
     return f"""
 import sys
+sys.path.insert(0, "tests")  # the tests' own helpers module
 from tests.test_results import case
 from thud_mt.results import ResultsWriter
 w = ResultsWriter({str(path)!r})

@@ -27,6 +27,9 @@ RELATION_MARKERS = {
     "identity": "Identity relation: re-encode, every answer unchanged",
 }
 DEFAULT_CORPUS = {"n": 24, "seed": 0}
+# Not a relation: the threshold suite searches each clip's desync detection threshold (thud_mt.threshold_run).
+THRESHOLD_MARKER = ("threshold", "Desync detection threshold: adaptive search per clip and side of the sync window")
+DEFAULT_THRESHOLD_MAX = 0.5
 
 
 class RelationViolation(AssertionError):
@@ -57,6 +60,8 @@ class ThudConfig:
     relation_options: object  # relations.RelationOptions
     canary: int
     measure: bool
+    threshold_max: float = DEFAULT_THRESHOLD_MAX
+    record: Path | None = None  # --thud-record: the cassette this session's answers go to
 
 
 @dataclass
@@ -124,6 +129,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "<cache>/results/last.jsonl]; truncated at the start of each session.",
     )
     group.addoption(
+        "--thud-record",
+        default=None,
+        metavar="PATH",
+        help="Record every answer the model gives to PATH (a cassette, truncated at the start of the session) "
+        "to replay it later with --model=replay:PATH; answers stored by earlier sessions are not reused, "
+        "so the cassette holds the whole session.",
+    )
+    group.addoption(
         "--thud-gate",
         action="append",
         default=[],
@@ -174,6 +187,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="Draw new offsets, donors and paraphrases each run, replaying saved failing examples first "
         "(default: the same draws every run, so a rerun is free from the answer cache).",
+    )
+    group.addoption(
+        "--thud-threshold-max",
+        default=str(DEFAULT_THRESHOLD_MAX),
+        help="Threshold suite: fail a clip's side when the model notices the desync only beyond this many "
+        f"seconds of audio lead or lag, or not at all [default: {DEFAULT_THRESHOLD_MAX}].",
     )
 
 
@@ -276,6 +295,8 @@ def _read_config(config: pytest.Config) -> ThudConfig:
         explore=config.getoption("thud_explore"),
         # Gates judge aggregate rates, which only mean something when every draw is run.
         measure=config.getoption("thud_measure") or bool(config.getoption("thud_gate")),
+        threshold_max=_number(config, "thud_threshold_max", float, 0, "0.5"),
+        record=Path(config.getoption("thud_record")) if config.getoption("thud_record") else None,
     )
 
 
@@ -286,6 +307,7 @@ def _is_worker(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in RELATION_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    config.addinivalue_line("markers", f"{THRESHOLD_MARKER[0]}: {THRESHOLD_MARKER[1]}")
     thud = _read_config(config)
     config.stash[STATE] = ThudState(thud)
     if thud.model is None:
@@ -304,6 +326,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _is_worker(config):
         thud.results.parent.mkdir(parents=True, exist_ok=True)
         thud.results.write_text("")  # this session's results only; workers append
+        if thud.record is not None:
+            thud.record.parent.mkdir(parents=True, exist_ok=True)
+            thud.record.write_text("")  # this session's answers only; the first to answer writes the header
         _canary_path(thud).unlink(missing_ok=True)
     phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if thud.shrink else [])
     settings.register_profile(
@@ -334,13 +359,17 @@ def _corpus(config: pytest.Config):  # -> Corpus
 
 
 def _builtin_corpus(thud: ThudConfig) -> Path:
-    """The synthetic corpus, built once per (size, seed, sound source) into the cache."""
+    return builtin_corpus(thud.cache_dir, thud.seed)
+
+
+def builtin_corpus(cache_dir: Path, seed: int) -> Path:
+    """The synthetic corpus, built once per (size, seed, sound source) into the cache (also for ``thud threshold``)."""
     from thud_mt.corpus.banks import choose_sound_bank
     from thud_mt.corpus.synth import build_synthetic_corpus
 
-    n, seed = DEFAULT_CORPUS["n"], thud.seed
+    n = DEFAULT_CORPUS["n"]
     bank, sounds = choose_sound_bank("auto")
-    out = thud.cache_dir / "corpus" / f"synth-n{n}-s{seed}-{sounds}"
+    out = cache_dir / "corpus" / f"synth-n{n}-s{seed}-{sounds}"
     manifest = out / "manifest.json"
     with file_lock(out.parent / f".{out.name}.lock"):
         if not manifest.is_file():
@@ -374,9 +403,17 @@ def _runner(config: pytest.Config):  # -> CaseRunner
                     extra=thud.model_extra,
                 ),
             )
+            if thud.record is not None:
+                from thud_mt.models.replay import record
+
+                model = record(model, thud.record)
         except ThudError as exc:
             raise pytest.UsageError(str(exc)) from exc
         cache = AnswerCache(thud.cache_dir / "answers.sqlite") if thud.use_cache else NullCache()
+        if thud.record is not None:
+            from thud_mt.models.replay import session_only
+
+            cache = session_only(cache)  # an answer stored by an earlier session would never reach the cassette
         state.runner = CaseRunner(
             model=model,
             corpus=corpus,
@@ -414,6 +451,9 @@ def _write_canary(thud: ThudConfig, report) -> None:  # report: CanaryReport
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "thud_threshold_case" in metafunc.fixturenames:
+        _parametrize_thresholds(metafunc)
+        return
     if "thud_case" not in metafunc.fixturenames:
         return
     from relations import RELATIONS
@@ -442,6 +482,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("thud_case", specs, ids=[s.id for s in specs])
 
 
+def _parametrize_thresholds(metafunc: pytest.Metafunc) -> None:
+    """One threshold test per clip (with a seen-and-heard event) and side, from the annotations alone."""
+    from thud_mt.threshold_run import threshold_cases
+
+    state = metafunc.config.stash[STATE]
+    try:
+        runner = _runner(metafunc.config)
+    except pytest.UsageError as exc:
+        state.usage_error = state.usage_error or exc
+        metafunc.parametrize("thud_threshold_case", [])
+        return
+    cases = threshold_cases(runner)
+    metafunc.parametrize("thud_threshold_case", cases, ids=[c.id for c in cases])
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:  # pytest-xdist, controller side
     node.workerinput["thud_loadgroup"] = node.config.getvalue("dist") == "loadgroup"
@@ -452,7 +507,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Most of a case's cost is per clip (decoding, the model's analysis, the edit), so under
     # pytest-xdist one worker takes all cases of a clip (see pytest_configure: --dist loadgroup).
     for item in items:
-        spec = getattr(getattr(item, "callspec", None), "params", {}).get("thud_case")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        spec = params.get("thud_case") or params.get("thud_threshold_case")
         if spec is not None:
             item.add_marker(pytest.mark.xdist_group(spec.clip))
 
@@ -516,6 +572,41 @@ class ThudCaseError(ThudError):
 def thud(request: pytest.FixtureRequest) -> Thud:
     _runner(request.config)
     return Thud(request.config)
+
+
+class ThresholdViolation(RelationViolation):
+    """A clip side where the model notices no desync within the searched range, or only beyond the bound."""
+
+
+@dataclass
+class ThudThreshold:
+    """The ``thud_threshold`` fixture: searches one clip side's detection threshold and judges it."""
+
+    config: pytest.Config
+
+    def check(self, case) -> None:  # case: thud_mt.threshold_run.ThresholdCase
+        __tracebackhide__ = True
+        from thud_mt.threshold_run import ThresholdSettings, failure, measure_side
+
+        runner = _runner(self.config)
+        thud = self.config.stash[STATE].config
+        try:
+            result = measure_side(runner, case.clip, case.side, ThresholdSettings(samples_per_offset=thud.samples))
+        except ThudError as exc:  # an unreadable clip: this case errors, the others run
+            raise ThudCaseError(f"threshold {case.id}: {exc}") from exc
+        message = failure(result, thud.threshold_max)
+        if message is None:
+            return
+        if result.status == "none_in_range" and result.searched < thud.threshold_max:
+            # The clip ran out before the bound: "not noticed within the room" says nothing about the bound.
+            pytest.skip(f"{message}; the clip has only {result.searched:.3f} s of room, under the bound")
+        raise ThresholdViolation(message)
+
+
+@pytest.fixture(scope="session")
+def thud_threshold(request: pytest.FixtureRequest) -> ThudThreshold:
+    _runner(request.config)
+    return ThudThreshold(request.config)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -39,6 +39,7 @@ from typing import Literal
 
 import numpy as np
 from scipy import stats as _scipy
+from scipy.special import expit
 
 Respond = Callable[[float], bool]
 Method = Literal["bisection", "psi"]
@@ -49,9 +50,6 @@ Status = Literal["found", "none_in_range", "at_zero", "no_room"]
 
 # Bisection: check offsets above the switch found, looking for answers that flip back (see module doc).
 DEFAULT_CHECKS = 2
-# Psi: the fewest trials before the interval may stop the search early; an interval from a handful of
-# answers is too dependent on the grid's edges to trust.
-MIN_PSI_TRIALS = 12
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ class Logistic:
 
     def p(self, offset: float | np.ndarray) -> np.ndarray:
         z = (np.asarray(offset, float) - self.threshold) / self.scale + self.shift
-        return self.guess + (1.0 - self.guess - self.lapse) * _scipy.logistic.cdf(z)
+        return self.guess + (1.0 - self.guess - self.lapse) * expit(z)
 
 
 def _midpoint_shift(guess: float | np.ndarray, lapse: float | np.ndarray) -> np.ndarray:
@@ -114,7 +112,7 @@ class Search:
     fit: Logistic | None = None
     reversals: tuple[float, ...] = ()  # offsets above a found switch that were not detected
     confidence: float | None = None
-    budget_spent: bool = False  # stopped by the budget before reaching the precision
+    budget_spent: bool = False  # bisection: the budget stopped it before the bracket reached the precision
 
     @property
     def calls(self) -> int:
@@ -140,7 +138,7 @@ def _check_range(max_offset: float, precision: float, budget: int | None) -> Non
 
 
 def grid_sweep_calls(max_offset: float, precision: float) -> int:
-    """Calls a sweep over ``[0, max_offset]`` in steps of ``precision`` makes: what the searches are measured against."""
+    """Calls a sweep over ``[0, max_offset]`` in ``precision`` steps makes: what the searches are measured against."""
     return int(math.floor(max_offset / precision + 1e-9)) + 1
 
 
@@ -237,9 +235,9 @@ class PsiGrid:
     Thresholds run past both ends of the range by ``extend`` (a fraction of
     it), so "never detected in range" and "always detected" are hypotheses
     like any other, in steps of half the precision. Scales are log-spaced
-    from a quarter of the precision (a step, as sharp as the search can
-    tell) to a quarter of the range (barely rising across it). Stimuli are the
-    range in steps of the precision.
+    from a quarter of the precision (as sharp as the stimuli can tell) to a
+    quarter of the range (barely rising across it). Stimuli are the range in
+    steps of the precision.
     """
 
     thresholds: np.ndarray
@@ -281,7 +279,7 @@ class PsiGrid:
         rows = []
         for x in np.asarray(offsets, float):
             z = (x - t) / s + _midpoint_shift(g, lam)
-            rows.append((g + (1.0 - g - lam) * _scipy.logistic.cdf(z)).reshape(-1))
+            rows.append((g + (1.0 - g - lam) * expit(z)).reshape(-1))
         # Never exactly 0 or 1: one lapse must lower a hypothesis's likelihood, not erase it.
         return np.clip(np.asarray(rows), 1e-9, 1 - 1e-9)
 
@@ -304,6 +302,9 @@ class _Psi:
         self.loglik = np.zeros(self.table.shape[1])
         self._log_p = np.log(self.table)
         self._log_q = np.log1p(-self.table)
+        # Threshold-major float32 copy for choosing stimuli: the per-step cost is this product.
+        table3 = self.table.reshape(len(self.table), self.grid.shape[0], -1).transpose(1, 0, 2)
+        self._by_threshold = np.ascontiguousarray(table3, dtype=np.float32)
 
     def update(self, stimulus: int, detected: bool) -> None:
         self.loglik += self._log_p[stimulus] if detected else self._log_q[stimulus]
@@ -313,8 +314,10 @@ class _Psi:
         post = np.exp(self.loglik - self.loglik.max())
         post /= post.sum()
         n_t = self.grid.shape[0]
-        joint_yes = (self.table * post).reshape(len(self.table), n_t, -1).sum(-1)  # P(yes, threshold)
-        marginal = post.reshape(n_t, -1).sum(-1)
+        by_threshold = post.reshape(n_t, -1)
+        # P(yes, threshold) per stimulus: one batched matrix-vector product per threshold.
+        joint_yes = np.matmul(self._by_threshold, by_threshold[:, :, None].astype(np.float32))[:, :, 0].T
+        marginal = by_threshold.sum(-1)
         joint_no = np.clip(marginal[None, :] - joint_yes, 0.0, None)
         p_yes = joint_yes.sum(-1)
         expected = p_yes * _entropy(joint_yes) + (1 - p_yes) * _entropy(joint_no)
@@ -341,18 +344,42 @@ def profile_fit(grid: PsiGrid, loglik: np.ndarray, confidence: float) -> Likelih
     profile = loglik.reshape(n_t, -1).max(-1)
     best = int(np.argmax(profile))
     t_hat = float(grid.thresholds[best])
-    # Sub-grid refinement by a parabola through the peak, only where the peak is a strict one.
-    if 0 < best < n_t - 1:
+    plateau = _plateau(profile, best)
+    if plateau != (best, best):
+        # A flat top (a step seen between two stimuli): every threshold on it explains the answers equally.
+        t_hat = float(grid.thresholds[plateau[0]] + grid.thresholds[plateau[1]]) / 2
+    elif 0 < best < n_t - 1:
+        # Sub-grid refinement by a parabola through a strict peak.
         left, mid, right = profile[best - 1], profile[best], profile[best + 1]
         curvature = left - 2 * mid + right
         if left < mid and right < mid and curvature < 0:
             step = grid.thresholds[1] - grid.thresholds[0]
             t_hat += float(0.5 * (left - right) / curvature * step)
     cut = profile[best] - _scipy.chi2.ppf(confidence, 1) / 2
-    interval = (_crossing(grid.thresholds, profile, best, cut, -1), _crossing(grid.thresholds, profile, best, cut, 1))
+    low = _crossing(grid.thresholds, profile, best, cut, -1)
+    high = _crossing(grid.thresholds, profile, best, cut, 1)
+    # Answers at the stimuli cannot tell apart thresholds between two neighbouring stimuli (a step anywhere
+    # in that gap answers alike), so the interval always spans the gap that holds the estimate.
+    below = grid.stimuli[grid.stimuli <= t_hat]
+    above = grid.stimuli[grid.stimuli >= t_hat]
+    if low is not None and len(below):
+        low = min(low, float(below[-1]))
+    if high is not None and len(above):
+        high = max(high, float(above[0]))
+    interval = (low, high)
     _, s, g, lam = np.unravel_index(int(np.argmax(loglik)), grid.shape)
     fit = Logistic(t_hat, float(grid.scales[s]), float(grid.guesses[g]), float(grid.lapses[lam]))
     return LikelihoodFit(fit, interval)
+
+
+def _plateau(ys: np.ndarray, start: int, tolerance: float = 1e-9) -> tuple[int, int]:
+    """The first and last index of the run of values equal (within ``tolerance``) to ``ys[start]``."""
+    low = high = start
+    while low > 0 and abs(ys[low - 1] - ys[start]) <= tolerance:
+        low -= 1
+    while high < len(ys) - 1 and abs(ys[high + 1] - ys[start]) <= tolerance:
+        high += 1
+    return low, high
 
 
 def _crossing(xs: np.ndarray, ys: np.ndarray, start: int, cut: float, direction: int) -> float | None:
@@ -376,13 +403,13 @@ def psi_threshold(
     samples_per_offset: int = 1,
     confidence: float = 0.95,
     grid: PsiGrid | None = None,
-    min_trials: int = MIN_PSI_TRIALS,
 ) -> Search:
     """Estimate a noisy model's 50% point with the Psi-marginal method, in at most ``budget`` calls.
 
     Each chosen offset is asked ``samples_per_offset`` times (a model that
-    samples answers each afresh). The search stops early once the interval is
-    bounded and at most ``2 * precision`` wide.
+    samples answers each afresh). The budget is the only stopping rule: stopping
+    as soon as the interval looked narrow enough was tried, and it let the
+    95% interval miss the planted threshold one time in five.
     """
     _check_range(max_offset, precision, budget)
     if samples_per_offset < 1:
@@ -394,7 +421,6 @@ def psi_threshold(
     grid = grid or PsiGrid.build(max_offset, precision)
     state = _Psi(grid, grid.p(grid.stimuli))
     trials: list[Trial] = []
-    stopped_early = False
     while len(trials) < budget:
         stimulus = state.next_stimulus()
         offset = float(grid.stimuli[stimulus])
@@ -402,11 +428,6 @@ def psi_threshold(
             detected = bool(respond(offset))
             trials.append(Trial(offset, detected))
             state.update(stimulus, detected)
-        if len(trials) >= min_trials:
-            low, high = profile_fit(grid, state.loglik, confidence).interval
-            if low is not None and high is not None and high - low <= 2 * precision:
-                stopped_early = True
-                break
     result = profile_fit(grid, state.loglik, confidence)
     t_hat = result.fit.threshold
     status: Status = "found"
@@ -425,7 +446,6 @@ def psi_threshold(
         trials=tuple(trials),
         fit=result.fit,
         confidence=confidence,
-        budget_spent=not stopped_early,
     )
 
 

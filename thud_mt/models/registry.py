@@ -45,7 +45,12 @@ _BUILTIN: dict[str, str] = {
     "listener": "thud_mt.models.reference:listener",
     "visual-only": "thud_mt.models.reference:visual_only",
     "chance": "thud_mt.models.reference:chance",
+    "qwen-omni": "thud_mt.models.qwen_omni:qwen_omni",
+    "qwen3-omni": "thud_mt.models.qwen_omni:qwen3_omni",
+    "openai-compatible": "thud_mt.models.openai_compat:openai_compatible",
+    "gemini": "thud_mt.models.gemini:gemini",
 }
+REPLAY_PREFIX = "replay:"  # --model=replay:PATH answers from a cassette (thud_mt.models.replay)
 _REGISTERED: dict[str, Factory] = {}
 
 
@@ -95,6 +100,10 @@ def resolve(spec: str) -> Factory:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == spec:
             return ep.load()
+    if spec.startswith(REPLAY_PREFIX):
+        from thud_mt.models.replay import replay_factory
+
+        return replay_factory(spec[len(REPLAY_PREFIX) :])
     if ":" in spec:
         factory = _import_target(spec)
         if not callable(factory):

@@ -179,6 +179,17 @@ def test_video_and_audio_features_reach_the_thinker_interleaved_with_matching_pl
     assert runs(ids, names) == ["video", "audio", "video", "audio"]
 
 
+def test_without_audio_in_video_the_track_is_a_separate_item(tiny25: Path) -> None:
+    separate = create("qwen-omni", ModelOptions(model_path=str(tiny25), extra={**FAST, "use_audio_in_video": "false"}))
+    assert isinstance(separate, QwenOmni) and not separate.capabilities.audio_in_video
+    (inputs,) = forward_inputs(separate, [Query(clip(), question("presence"))])
+    config = separate.thinker.config
+    names = {config.video_token_id: "video", config.audio_token_id: "audio"}
+    assert runs(inputs["input_ids"][0].tolist(), names) == ["video", "audio"]  # all frames, then all sound
+    assert inputs["use_audio_in_video"] is False
+    assert inputs["input_ids"][0].tolist().count(config.audio_token_id) == 100
+
+
 def test_the_edited_audio_is_what_the_thinker_hears(model: QwenOmni) -> None:
     original = clip(1)
     edits = [original, mute(original), shift(original, 0.5)]
@@ -286,6 +297,35 @@ def test_a_failing_batch_errors_its_queries_only(model: QwenOmni, monkeypatch: p
     answers = one.answer([Query(clip(9), question("presence")), Query(clip(10), question("presence"))])
     assert "illegal memory access" in (answers[0].error or "")
     assert answers[1].error is None and answers[1].text
+
+
+def test_calls_from_two_threads_take_turns_and_answer_as_one_after_the_other(model: QwenOmni) -> None:
+    import concurrent.futures
+
+    queries = [[Query(clip(11 + k), question("presence"))] for k in range(4)]
+    expected = [model.answer(q)[0].text for q in queries]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # as the runner does after a timed-out call
+        texts = [a[0].text for a in pool.map(model.answer, queries)]
+    assert texts == expected
+
+
+def test_the_benchmark_runs_without_pyav_or_a_corpus(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "figures.json"
+    args = ["--queries", "4", "--batch-sizes", "1,2", "--frame-size", "160x120", "--max-new-tokens", "4"]
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_qwen_omni.py"), *args, "--json", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    figures = json.loads(out.read_text())
+    assert figures["imports_av"] is False  # so it runs where only torch and transformers are installed
+    assert [r["batch_size"] for r in figures["results"]] == [1, 2]
+    for r in figures["results"]:
+        assert r["e2e_qps"] > 0 and r["generate_qps"] > 0 and r["serial_qps"] > 0 and r["peak_mem_mb"] > 0
 
 
 # ---------------------------------------------------------------------------------------------------- bad input

@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -325,6 +326,7 @@ class Prepared:
     error: str | None = None
 
 
+_POOL_PREFIX = "thud-qwen-omni-prep"
 _MODEL_DTYPE = ("pixel_values_videos", "input_features")  # inputs cast to the weights' dtype
 
 
@@ -363,6 +365,7 @@ class QwenOmni:
         thinker: Any,
         processor: Any,
         digest: str,
+        lock: threading.Lock | None = None,
     ) -> None:
         self.arch = arch
         self.folder = folder
@@ -377,6 +380,10 @@ class QwenOmni:
         self._digest = digest
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # One call at a time on the weights, across with_settings copies too: the thinker keeps per-call state
+        # (its rope deltas), and the runner may start a new call while a timed-out one is still generating.
+        self._lock = lock or threading.Lock()
+        self._local = threading.local()
         tokenizer = processor.tokenizer
         self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
         self._generation = self._generation_config()
@@ -414,7 +421,9 @@ class QwenOmni:
         """The same loaded weights under other settings (benchmarks compare batch sizes this way)."""
         scoring = changes.pop("scoring", self.scoring)
         settings = dataclasses.replace(self.settings, **changes)
-        return QwenOmni(self.arch, self.folder, settings, scoring, self.thinker, self.processor, self._digest)
+        return QwenOmni(
+            self.arch, self.folder, settings, scoring, self.thinker, self.processor, self._digest, self._lock
+        )
 
     # ------------------------------------------------------------ preprocessing (worker threads)
 
@@ -459,7 +468,7 @@ class QwenOmni:
         """The processor's tensors for one clip and question (batch dimension 1)."""
         import torch
 
-        arrays = self.processor(
+        arrays = self._thread_processor()(
             text=[self.prompt(question)],
             videos=[media.frames],
             audio=[media.audio],
@@ -471,6 +480,17 @@ class QwenOmni:
             **self._interleave_kwargs(),
         )
         return {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+
+    def _thread_processor(self) -> Any:
+        """A processor per worker thread: a fast tokenizer's settings live in shared Rust state that
+        concurrent calls may not change ("Already borrowed"); copies cost a few MB and a millisecond."""
+        if not threading.current_thread().name.startswith(_POOL_PREFIX):
+            return self.processor  # the caller's thread, under the model's lock: the only other user
+        if getattr(self._local, "processor", None) is None:
+            import copy
+
+            self._local.processor = copy.deepcopy(self.processor)
+        return self._local.processor
 
     def prepare(self, query: Query) -> Prepared:
         """Never raises: an unreadable clip or a processor error becomes this query's error."""
@@ -488,7 +508,7 @@ class QwenOmni:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
-                    self.settings.workers, thread_name_prefix="qwen-omni"
+                    self.settings.workers, thread_name_prefix=_POOL_PREFIX
                 )
             return self._pool
 
@@ -514,6 +534,10 @@ class QwenOmni:
         return batches
 
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
+        with self._lock:
+            return self._answer(queries)
+
+    def _answer(self, queries: Sequence[Query]) -> list[Answer]:
         answers: list[Answer | None] = [None] * len(queries)
         for batch, prepared in self.pipeline(queries, self._batches(queries)):
             ready = [(i, p) for i, p in zip(batch.indices, prepared, strict=True) if p.inputs is not None]
@@ -522,11 +546,12 @@ class QwenOmni:
                     answers[i] = Answer(text="", error=p.error)
             if not ready:
                 continue
+            items: list[Mapping[str, Any]] = [p.inputs for _, p in ready if p.inputs is not None]
             try:
                 if batch.mode == "generate":
-                    results = self.generate([p.inputs for _, p in ready])  # type: ignore[misc]
+                    results = self.generate(items)
                 else:
-                    results = self.score([p.inputs for _, p in ready], [queries[i].question.choices for i, _ in ready])  # type: ignore[misc]
+                    results = self.score(items, [queries[i].question.choices for i, _ in ready])
             except Exception as exc:  # one failing batch (out of memory, say) must not take the others with it
                 message = self._batch_error(exc, len(ready))
                 results = [Answer(text="", error=message) for _ in ready]
@@ -749,7 +774,10 @@ def load(arch: Arch, options: ModelOptions) -> QwenOmni:
                 f"{arch.model}: could not load the processor from {folder}: {type(exc).__name__}: {exc}"
             ) from exc
         try:
-            thinker = thinker_class.from_pretrained(folder, dtype=dtype)
+            # Straight onto the GPU when there is one: a 7B checkpoint need not pass through host memory first.
+            direct = device.type == "cuda" and importlib.util.find_spec("accelerate") is not None
+            placement = {"device_map": {"": str(device)}} if direct else {}
+            thinker = thinker_class.from_pretrained(folder, dtype=dtype, **placement)
         except Exception as exc:
             raise ModelLoadError(
                 f"{arch.model}: could not load the weights in {folder}: {type(exc).__name__}: {exc}"
@@ -760,7 +788,8 @@ def load(arch: Arch, options: ModelOptions) -> QwenOmni:
             f"--model-option sample_rate={settings.sample_rate}: {folder}'s feature extractor expects {rate} Hz"
         )
     thinker = thinker.to(device).eval()
-    return QwenOmni(arch, folder, settings, options.scoring, thinker, processor, weights_digest(folder))  # type: ignore[arg-type]
+    scoring = cast(Scoring, options.scoring)
+    return QwenOmni(arch, folder, settings, scoring, thinker, processor, weights_digest(folder))
 
 
 def qwen_omni(options: ModelOptions) -> QwenOmni:

@@ -8,13 +8,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fake_http import RecordingHandler, Reply, Seen
 from helpers import make_clip
 from thud_mt.clip import Clip
 from thud_mt.interventions import shift
@@ -37,14 +37,6 @@ pytest_plugins = ["pytester"]
 # --------------------------------------------------------------------------------------------- the fake API
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int = 200
-    body: Any = None  # a dict is sent as JSON, bytes as they are
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
 def reply_text(text: str, logprobs: dict | None = None) -> dict:
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
     if logprobs is not None:
@@ -55,14 +47,6 @@ def reply_text(text: str, logprobs: dict | None = None) -> dict:
 def api_error(code: int, status: str, message: str, reason: str = "") -> dict:
     details = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}] if reason else []
     return {"error": {"code": code, "message": message, "status": status, "details": details}}
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
 
 
 class FakeGemini:
@@ -78,7 +62,7 @@ class FakeGemini:
         self.lock = threading.Lock()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(RecordingHandler):
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -122,23 +106,10 @@ class FakeGemini:
                 self._send(reply)
 
             def _record(self, body: Any) -> None:
-                with fake.lock:
-                    fake.seen.append(
-                        Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
+                self.record_into(fake.seen, fake.lock, body)
 
             def _send(self, reply: Reply) -> None:
-                data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    for key, value in reply.headers.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client gave up (a timeout test)
+                self.send_reply(reply)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

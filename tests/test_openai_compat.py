@@ -10,14 +10,14 @@ import time
 import wave
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from fake_http import RecordingHandler, Reply, Seen
 from helpers import make_clip
 from thud_mt.interventions import shift
 from thud_mt.media import read_clip
@@ -39,14 +39,6 @@ pytest_plugins = ["pytester"]
 # --------------------------------------------------------------------------------------------- the fake server
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int = 200
-    body: Any = None  # a dict is sent as JSON, bytes as they are
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
 def completion(text: str | None, logprobs: list[dict] | None = None) -> dict:
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
     if logprobs is not None:
@@ -60,14 +52,6 @@ def completion(text: str | None, logprobs: list[dict] | None = None) -> dict:
         "choices": [choice],
         "usage": usage,
     }
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
 
 
 class FakeServer:
@@ -88,7 +72,7 @@ class FakeServer:
         self.lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(RecordingHandler):
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -120,23 +104,10 @@ class FakeServer:
                         server.in_flight -= 1
 
             def _record(self, body: Any) -> None:
-                with server.lock:
-                    server.seen.append(
-                        Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
+                self.record_into(server.seen, server.lock, body)
 
             def _send(self, reply: Reply) -> None:
-                data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    for key, value in reply.headers.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client gave up (a timeout test)
+                self.send_reply(reply)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -342,7 +342,7 @@ def threshold(
     )
     cache_root = cache_dir or Path(os.environ.get("THUD_CACHE") or ".thud-cache")
     if corpus_path is None:
-        from thud_mt.plugin import builtin_corpus
+        from thud_mt.corpus.builtin import builtin_corpus
 
         corpus_path = builtin_corpus(cache_root, seed)
     elif not corpus_path.is_file():

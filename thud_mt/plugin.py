@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from thud_mt.errors import ThudError
-from thud_mt.locking import file_lock
 
 RELATION_MARKERS = {
     "shift": "Shift relation: audio delayed / advanced",
@@ -26,7 +25,6 @@ RELATION_MARKERS = {
     "swap": "Swap relation: audio replaced by a donor clip's",
     "identity": "Identity relation: re-encode, every answer unchanged",
 }
-DEFAULT_CORPUS = {"n": 24, "seed": 0}
 # Not a relation: the threshold suite searches each clip's desync detection threshold (thud_mt.threshold_run).
 THRESHOLD_MARKER = ("threshold", "Desync detection threshold: adaptive search per clip and side of the sync window")
 DEFAULT_THRESHOLD_MAX = 0.5
@@ -348,33 +346,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def _corpus(config: pytest.Config):  # -> Corpus
     state = config.stash[STATE]
     if state.corpus is None:
+        from thud_mt.corpus.builtin import builtin_corpus
         from thud_mt.corpus.manifest import load_corpus
 
-        path = state.config.corpus or _builtin_corpus(state.config)
+        path = state.config.corpus or builtin_corpus(state.config.cache_dir, state.config.seed)
         try:
             state.corpus = load_corpus(path)
         except ThudError as exc:
             raise pytest.UsageError(f"--corpus: {exc}") from exc
     return state.corpus
-
-
-def _builtin_corpus(thud: ThudConfig) -> Path:
-    return builtin_corpus(thud.cache_dir, thud.seed)
-
-
-def builtin_corpus(cache_dir: Path, seed: int) -> Path:
-    """The synthetic corpus, built once per (size, seed, sound source) into the cache (also for ``thud threshold``)."""
-    from thud_mt.corpus.banks import choose_sound_bank
-    from thud_mt.corpus.synth import build_synthetic_corpus
-
-    n = DEFAULT_CORPUS["n"]
-    bank, sounds = choose_sound_bank("auto")
-    out = cache_dir / "corpus" / f"synth-n{n}-s{seed}-{sounds}"
-    manifest = out / "manifest.json"
-    with file_lock(out.parent / f".{out.name}.lock"):
-        if not manifest.is_file():
-            build_synthetic_corpus(out, n, seed, bank=bank, progress=False)
-    return manifest
 
 
 def _runner(config: pytest.Config):  # -> CaseRunner
@@ -465,33 +445,34 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             f"{metafunc.definition.nodeid}: mark the test with exactly one relation marker ({', '.join(RELATIONS)})"
         )
     relation = RELATIONS[names[0]]
-    state = metafunc.config.stash[STATE]
-    try:
-        runner = _runner(metafunc.config)
-    except pytest.UsageError as exc:
-        state.usage_error = state.usage_error or exc
-        metafunc.parametrize("thud_case", [])
+    runner = _runner_for_collection(metafunc, "thud_case")
+    if runner is None:
         return
     ctx = runner.context()
     specs = []
     for entry in runner.corpus.entries:
-        for probe in relation.probes:
-            if not relation.applies(runner.annotated(entry.id), probe, ctx):
-                continue
-            specs.append(CaseSpec(relation.name, entry.id, probe))
+        annotated = runner.annotated(entry.id)
+        specs += [CaseSpec(relation.name, entry.id, p) for p in relation.probes if relation.applies(annotated, p, ctx)]
     metafunc.parametrize("thud_case", specs, ids=[s.id for s in specs])
+
+
+def _runner_for_collection(metafunc: pytest.Metafunc, param: str):  # -> CaseRunner | None
+    """The session's runner; on a usage problem, no cases and the error kept for pytest_collection_finish."""
+    try:
+        return _runner(metafunc.config)
+    except pytest.UsageError as exc:
+        state = metafunc.config.stash[STATE]
+        state.usage_error = state.usage_error or exc
+        metafunc.parametrize(param, [])
+        return None
 
 
 def _parametrize_thresholds(metafunc: pytest.Metafunc) -> None:
     """One threshold test per clip (with a seen-and-heard event) and side, from the annotations alone."""
     from thud_mt.threshold_run import threshold_cases
 
-    state = metafunc.config.stash[STATE]
-    try:
-        runner = _runner(metafunc.config)
-    except pytest.UsageError as exc:
-        state.usage_error = state.usage_error or exc
-        metafunc.parametrize("thud_threshold_case", [])
+    runner = _runner_for_collection(metafunc, "thud_threshold_case")
+    if runner is None:
         return
     cases = threshold_cases(runner)
     metafunc.parametrize("thud_threshold_case", cases, ids=[c.id for c in cases])

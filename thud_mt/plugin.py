@@ -60,6 +60,8 @@ class ThudConfig:
     measure: bool
     threshold_max: float = DEFAULT_THRESHOLD_MAX
     record: Path | None = None  # --thud-record: the cassette this session's answers go to
+    harvest: Path | None = None  # --thud-harvest: folder of preference pairs from failed cases
+    attach: str = "failures"  # --thud-attach: which cases carry media in the Allure results
 
 
 @dataclass
@@ -187,6 +189,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default: the same draws every run, so a rerun is free from the answer cache).",
     )
     group.addoption(
+        "--thud-harvest",
+        default=None,
+        metavar="DIR",
+        help="Turn every failed (and source-failed) case into a DPO preference pair in DIR/pairs.jsonl, "
+        "with its media in DIR/media (appends; a resumed run adds no duplicates).",
+    )
+    group.addoption(
+        "--thud-attach",
+        choices=("failures", "all", "none"),
+        default="failures",
+        help="With allure-pytest (--alluredir): which cases get the edited and original clip, the waveform "
+        "PNG and the answers attached [default: failures].",
+    )
+    group.addoption(
         "--thud-threshold-max",
         default=str(DEFAULT_THRESHOLD_MAX),
         help="Threshold suite: fail a clip's side when the model notices the desync only beyond this many "
@@ -295,6 +311,8 @@ def _read_config(config: pytest.Config) -> ThudConfig:
         measure=config.getoption("thud_measure") or bool(config.getoption("thud_gate")),
         threshold_max=_number(config, "thud_threshold_max", float, 0, "0.5"),
         record=Path(config.getoption("thud_record")) if config.getoption("thud_record") else None,
+        harvest=Path(config.getoption("thud_harvest")) if config.getoption("thud_harvest") else None,
+        attach=config.getoption("thud_attach"),
     )
 
 
@@ -402,11 +420,26 @@ def _runner(config: pytest.Config):  # -> CaseRunner
             samples=thud.samples,
             timeout_s=thud.timeout_s,
             writer=ResultsWriter(thud.results),
+            observers=_observers(config, thud),
         )
         # One process checks: the only one, or the first pytest-xdist worker (the controller runs no tests).
         if thud.canary and model.capabilities.audio and (not _is_worker(config) or _first_worker(config)):
             _write_canary(thud, state.runner.canary(thud.canary))
     return state.runner
+
+
+def _observers(config: pytest.Config, thud: ThudConfig) -> list:  # -> list[CaseObserver]
+    """What sees each finished case besides the results file: the harvest and the Allure attachments."""
+    observers: list = []
+    if thud.harvest is not None:
+        from thud_mt.harvest import Harvester
+
+        observers.append(Harvester(thud.harvest))
+    if thud.attach != "none" and getattr(config.option, "allure_report_dir", None):
+        from thud_mt.report.allure import AllureAttacher
+
+        observers.append(AllureAttacher(thud.attach))
+    return observers
 
 
 def _first_worker(config: pytest.Config) -> bool:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
+import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from relations import NO_TRUTH, MetamorphicRelation, RelationContext, RelationOptions, truth
@@ -72,6 +73,29 @@ CANARY_PROBES: tuple[ProbeKind, ...] = ("presence", "source")
 
 
 @dataclass(frozen=True)
+class CaseEvidence:
+    """Everything behind one finished case, for observers (Allure attachments, preference pairs).
+
+    ``source`` / ``followup`` are the original and edited clips exactly as the
+    model received them; the answers are the ones the verdict was read from.
+    """
+
+    result: CaseResult
+    relation: MetamorphicRelation
+    question: Question
+    source: Clip
+    followup: Clip
+    source_answer: Answer
+    followup_answer: Answer
+    message: str
+
+
+# An observer sees every recorded case; what it raises is turned into a warning (a report or a
+# harvest must never cost the run its results).
+CaseObserver = Callable[[CaseEvidence], None]
+
+
+@dataclass(frozen=True)
 class Outcome:
     """A finished case: the record and the message a failing test shows."""
 
@@ -93,6 +117,7 @@ class CaseRunner:
     timeout_s: float | None = None
     settings: Mapping[str, object] = field(default_factory=dict)
     writer: ResultsWriter | None = None
+    observers: list[CaseObserver] = field(default_factory=list)
     _clips: dict[str, Clip] = field(default_factory=dict)
     _errors: dict[str, ThudError] = field(default_factory=dict)
     _donors: dict[str, list[str]] = field(default_factory=dict)
@@ -254,8 +279,20 @@ class CaseRunner:
             interval=wilson(passes, n) if n > 1 else None,
             seconds=time.perf_counter() - started,
         )
-        self.record(result)
-        return Outcome(result, self.message(relation, result, followups[chosen]))
+        message = self.message(relation, result, followups[chosen])
+        if self.record(result):
+            self.notify(CaseEvidence(result, relation, q, clip, followup, sources[chosen], followups[chosen], message))
+        return Outcome(result, message)
+
+    def notify(self, evidence: CaseEvidence) -> None:
+        for observer in self.observers:
+            try:
+                observer(evidence)
+            except Exception as exc:  # any observer bug becomes a warning; the case stands
+                warnings.warn(
+                    f"{evidence.result.case}: {type(observer).__name__} failed: {type(exc).__name__}: {exc}",
+                    stacklevel=2,
+                )
 
     def _judge(
         self,
@@ -311,13 +348,15 @@ class CaseRunner:
         )
         return CanaryReport(self.model.name, tuple(c.id for c in clips), len(pairs), changed)
 
-    def record(self, result: CaseResult) -> None:
-        """Append once: Hypothesis replays a failing example, which must not count twice."""
+    def record(self, result: CaseResult) -> bool:
+        """Append once: Hypothesis replays a failing example, which must not count twice. True if new."""
         key = f"{result.case}|{sorted(result.params.items())}|{result.paraphrase}"
-        if self.writer is None or key in self._recorded:
-            return
+        if key in self._recorded:
+            return False
         self._recorded.add(key)
-        self.writer.write(result)
+        if self.writer is not None:
+            self.writer.write(result)
+        return True
 
     @staticmethod
     def message(relation: MetamorphicRelation, result: CaseResult, followup: Answer) -> str:

@@ -186,9 +186,9 @@ def check(models: tuple[str, ...], suites: Path, results_dir: Path, pytest_args:
     Extra arguments go to pytest, e.g. `thud check --model listener -- -x --thud-max-examples 4`.
     """
     import json
-    import subprocess
 
     from thud_mt.results import format_side_by_side, read_results, summarize
+    from thud_mt.suite_process import run_suites
 
     if not suites.is_dir():
         raise click.UsageError(f"--suites {suites}: no such folder (run from a thud-mt checkout or pass --suites)")
@@ -196,24 +196,7 @@ def check(models: tuple[str, ...], suites: Path, results_dir: Path, pytest_args:
     summaries = {}
     for model in models:
         path = results_dir / f"{model.replace('/', '_').replace(':', '_')}.jsonl"
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(suites),
-            f"--model={model}",
-            f"--thud-results={path}",
-            "--thud-measure",
-            "-q",
-            "--no-header",
-            "-p",
-            "no:cacheprovider",
-            *pytest_args,
-        ]
-        click.echo(f"$ {' '.join(command[2:])}", err=True)
-        code = subprocess.call(command)
-        if code not in (0, 1):  # 1 = some cases failed, which is what a comparison shows
-            raise click.ClickException(f"pytest stopped with exit code {code} for --model {model}")
+        run_suites(suites, model, path, pytest_args)
         summaries[model] = summarize(read_results(path))
     click.echo("")
     click.echo(format_side_by_side(summaries))
@@ -374,6 +357,24 @@ def threshold(
     click.echo(format_leaderboard(runs))
     path = write_json(out / "thresholds.json", runs)
     click.echo(f"\nthresholds: {path}\nplots: {', '.join(str(out / plot_name(m)) for m in models)}")
+
+
+def _register_report() -> None:
+    from thud_mt.report.cli import report  # click only at import; the work loads when the command runs
+
+    main.add_command(report)
+
+
+_register_report()
+
+
+def _register_harvest() -> None:
+    from thud_mt.harvest_cli import harvest  # click only at import; the work loads when the command runs
+
+    main.add_command(harvest)
+
+
+_register_harvest()
 
 
 if __name__ == "__main__":

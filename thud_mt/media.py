@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -451,6 +452,32 @@ def _atomic_target(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
     return Path(tmp)
+
+
+def write_bytes(data: bytes, path: str | Path) -> Path:
+    """Write ``data`` to ``path`` atomically: a reader sees no file or the whole file, never a part."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def encode_wav(audio: np.ndarray, sample_rate: int) -> bytes:
+    """``(N, C)`` float audio as a 16-bit PCM wav file's bytes (deterministic: the same samples, the same bytes)."""
+    samples = as_2d(audio).astype(np.float64)  # float32 samples are exact in float64: the same bytes as ever
+    pcm = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(int(samples.shape[1]))
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(pcm.tobytes())
+    return buffer.getvalue()
 
 
 def write_clip(

@@ -6,6 +6,12 @@ question was asked about as ``media/<sha256>.mp4`` (H.264 + AAC, what a person
 or a model plays) and its audio as ``media/<sha256>.wav``. Paths in a record are
 relative to the pairs file's folder, so a pairs folder can be moved as a whole.
 
+``PairWriter`` appends to such a folder from any number of processes: media
+first (each file atomically, named by the content it encodes), then the record
+as one locked line (``thud_mt.jsonl``), skipping ids the file already holds.
+A writer killed at any point leaves whole records whose media exist; running
+it again adds what is missing and nothing twice.
+
 ``split`` keeps evaluation honest: it is a function of the *source* clip only,
 so no source clip has pairs in both train and eval.
 """
@@ -24,9 +30,13 @@ from typing import Any, Literal, get_args
 
 import jsonschema
 
+from thud_mt.clip import Clip
 from thud_mt.errors import ThudError
+from thud_mt.jsonl import JsonLinesAppender, LockedFile
 
 FORMAT = "thud-pairs/1"
+PAIRS_FILE = "pairs.jsonl"
+MEDIA_FOLDER = "media"
 PairKind = Literal["intervention", "general"]
 Split = Literal["train", "eval"]
 SPLITS: tuple[Split, ...] = get_args(Split)
@@ -167,3 +177,147 @@ def read_pairs(path: str | Path, *, split: Split | None = None, check_media: boo
 def media_path(pairs_file: str | Path, relative: str) -> Path:
     """A record's media path, resolved against its pairs file's folder."""
     return Path(pairs_file).parent / relative
+
+
+def pairs_file(location: str | Path) -> Path:
+    """A pairs folder's ``pairs.jsonl``; a path to a file is taken as it is."""
+    location = Path(location)
+    return location / PAIRS_FILE if location.is_dir() or not location.suffix else location
+
+
+@dataclass(frozen=True, eq=False)
+class PairDraft:
+    """A pair before its media are written: the clip the question is about, and everything else of the record."""
+
+    kind: PairKind
+    category: str
+    question: str
+    chosen: str
+    rejected: str
+    clip: Clip
+    source_clip: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class PairWriter:
+    """Appends preference pairs to ``folder/pairs.jsonl`` with their media in ``folder/media/``.
+
+    The mp4 is named by ``media_digest`` (the sha256 of the frames and samples
+    it encodes: known before encoding, so a clip already there, or a pair
+    already written, costs no encode); the wav by the sha256 of its bytes.
+    Both appear atomically before the record that names them. The ids in the
+    file are re-read under the lock before each append, so a resumed run, a
+    Hypothesis replay or another process writing the same pair adds nothing.
+    """
+
+    def __init__(
+        self, folder: str | Path, *, eval_fraction: float = DEFAULT_EVAL_FRACTION, fsync: bool = False
+    ) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / PAIRS_FILE
+        self.media = self.folder / MEDIA_FOLDER
+        self.eval_fraction = eval_fraction
+        self._file = JsonLinesAppender(self.path, fsync=fsync)
+        self._ids: set[str] = set()
+        self._read_to = 0  # bytes of the file whose ids are in _ids
+        self._media_done: set[str] = set()
+
+    def add(self, draft: PairDraft) -> PreferencePair | None:
+        """Write the draft's media and record; ``None`` when a pair with its id is already in the file."""
+        from thud_mt.cache import media_digest  # imported here: reading pairs needs no media or model code
+
+        digest = media_digest(draft.clip)
+        pid = pair_id(draft.kind, draft.category, draft.question, digest, draft.chosen, draft.rejected)
+        if self.contains(pid):
+            return None
+        video, audio = self.write_media(draft.clip, digest)
+        pair = PreferencePair(
+            id=pid,
+            kind=draft.kind,
+            category=draft.category,
+            question=draft.question,
+            chosen=draft.chosen,
+            rejected=draft.rejected,
+            video=video,
+            audio=audio,
+            source_clip=draft.source_clip,
+            split=split_of(draft.source_clip, self.eval_fraction),
+            meta=draft.meta,
+        )
+        return pair if self.append(pair) else None
+
+    def contains(self, pid: str) -> bool:
+        """Whether the file holds a pair with id ``pid`` (by this or any other process)."""
+        if pid in self._ids:
+            return True
+        with self._file.locked() as file:
+            self._refresh(file)
+        return pid in self._ids
+
+    def write_media(self, clip: Clip, digest: str) -> tuple[str, str]:
+        """``clip`` as ``media/<digest>.mp4`` and its audio as ``media/<sha256>.wav``; the relative paths."""
+        from thud_mt.media import encode_wav, write_bytes, write_clip
+
+        wav = encode_wav(clip.audio, clip.sample_rate)
+        video = f"{MEDIA_FOLDER}/{digest}.mp4"
+        audio = f"{MEDIA_FOLDER}/{hashlib.sha256(wav).hexdigest()}.wav"
+        if video not in self._media_done and not (self.folder / video).is_file():
+            write_clip(clip, self.folder / video)
+        if audio not in self._media_done and not (self.folder / audio).is_file():
+            write_bytes(wav, self.folder / audio)
+        self._media_done.update((video, audio))
+        return video, audio
+
+    def append(self, pair: PreferencePair) -> bool:
+        """Append one record unless its id is in the file already; True if it was appended.
+
+        The record is checked against the schema and its media must exist:
+        a record never names a file that is not there.
+        """
+        doc = pair.to_json()
+        problem = schema_problem(doc)
+        if problem is not None:
+            raise ValueError(f"pair {pair.id}: not a valid preference pair {problem}")
+        for name in ("video", "audio"):
+            if not (self.folder / doc[name]).is_file():
+                raise ValueError(f"pair {pair.id}: its {name} file {self.folder / doc[name]} is missing")
+        try:
+            line = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"pair {pair.id}: {e} (the record must be plain JSON)") from e
+        with self._file.locked() as file:
+            self._refresh(file)
+            if pair.id in self._ids:
+                return False
+            file.append(line.encode("utf-8"))
+            self._read_to = file.size
+            self._ids.add(pair.id)
+        return True
+
+    def _refresh(self, file: LockedFile) -> None:
+        """Read the ids of records appended since the last look (by anyone)."""
+        size = file.size
+        if size < self._read_to:  # the file was replaced or cut by hand: start over
+            self._ids.clear()
+            self._read_to = 0
+        data = file.read(self._read_to, size)
+        lines = data.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                pid = json.loads(line).get("id")
+            except (ValueError, AttributeError):
+                continue  # not a record: read_pairs reports it; here it holds no id
+            if isinstance(pid, str):
+                self._ids.add(pid)
+        self._read_to = size - len(lines[-1])  # a whole record without its newline is read again next time
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PairWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase
 
 from thud_mt.errors import ThudError
+
+if TYPE_CHECKING:  # Hypothesis loads where tests run: the pytest-xdist controller never needs it
+    from hypothesis import strategies as st
 
 RELATION_MARKERS = {
     "shift": "Shift relation: audio delayed / advanced",
@@ -72,6 +73,7 @@ class ThudState:
     usage_error: pytest.UsageError | None = None  # raised after collection, so pytest exits with a usage error
     broken: list[Exception] = field(default_factory=list)  # --thud-measure: the current test's failed draws
     draws: int = 0
+    tally: object | None = None  # thud_mt.report.junit.CaseTally: the current test's verdicts, for --junitxml
     summary_text: list[str] = field(default_factory=list)
 
 
@@ -254,7 +256,7 @@ def _relation_options(raw: list[str]):  # -> RelationOptions
     """``NAME=VALUE`` pairs over the defaults of ``relations.RelationOptions`` (pairs as ``EARLY,LATE``)."""
     import dataclasses
 
-    from relations import DEFAULT_OPTIONS
+    from relations.options import DEFAULT_OPTIONS
 
     names = {f.name for f in dataclasses.fields(DEFAULT_OPTIONS)}
     changes: dict[str, object] = {}
@@ -346,6 +348,20 @@ def pytest_configure(config: pytest.Config) -> None:
             thud.record.parent.mkdir(parents=True, exist_ok=True)
             thud.record.write_text("")  # this session's answers only; the first to answer writes the header
         _canary_path(thud).unlink(missing_ok=True)
+    if not _is_controller(config):
+        _hypothesis_profile(thud)
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    """The pytest-xdist controller: it starts the workers and runs no test itself (xdist's own test)."""
+    distributing = getattr(config.option, "dist", "no") != "no" and bool(getattr(config.option, "tx", None))
+    return distributing and not _is_worker(config) and not config.getoption("collectonly")
+
+
+def _hypothesis_profile(thud: ThudConfig) -> None:
+    from hypothesis import HealthCheck, Phase, settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
     phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if thud.shrink else [])
     settings.register_profile(
         "thud",
@@ -434,7 +450,7 @@ def _observers(config: pytest.Config, thud: ThudConfig) -> list:  # -> list[Case
     if thud.harvest is not None:
         from thud_mt.harvest import Harvester
 
-        observers.append(Harvester(thud.harvest))
+        observers.append(Harvester(thud.harvest, options=thud.relation_options))  # type: ignore[arg-type]
     if thud.attach != "none" and getattr(config.option, "allure_report_dir", None):
         from thud_mt.report.allure import AllureAttacher
 
@@ -570,6 +586,8 @@ class Thud:
             problem = ThudCaseError(outcome.message)
         state = self.config.stash[STATE]
         state.draws += 1
+        if state.tally is not None:
+            state.tally.add(outcome.result)  # type: ignore[attr-defined]
         if problem is None:
             return
         if state.config.measure:
@@ -625,13 +643,23 @@ def thud_threshold(request: pytest.FixtureRequest) -> ThudThreshold:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """With --thud-measure, a test runs every draw and then fails with the first broken one and a count."""
+    """With --thud-measure, a test runs every draw and then fails with the first broken one and a count.
+
+    Every case test also gets its draws' verdict counts as JUnit properties (``thud_mt.report.junit``).
+    """
     state = item.config.stash.get(STATE, None)
-    if state is None or not state.config.measure or "thud_case" not in getattr(item, "fixturenames", ()):
+    if state is None or "thud_case" not in getattr(item, "fixturenames", ()):
         return (yield)
-    state.broken, state.draws = [], 0
-    result = yield
-    if state.broken:
+    from thud_mt.report.junit import CaseTally
+
+    tally = CaseTally()
+    state.broken, state.draws, state.tally = [], 0, tally
+    try:
+        result = yield
+    finally:
+        item.user_properties.extend(tally.properties())
+        state.tally = None
+    if state.broken:  # only --thud-measure collects broken draws; without it the first one was raised
         first = state.broken[0]
         kind = RelationViolation if any(isinstance(b, RelationViolation) for b in state.broken) else ThudCaseError
         raise kind(f"{len(state.broken)} of {state.draws} draws broke the relation; first: {first}")
@@ -666,6 +694,7 @@ def _count_failures(session: pytest.Session) -> tuple[int, int]:
     return violations, others
 
 
+@pytest.hookimpl(tryfirst=True)  # before the --junitxml writer's own sessionfinish writes the file
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None or state.config.model is None or _is_worker(session.config):
@@ -677,6 +706,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not results:
         return
     summary = summarize(results)
+    from thud_mt.report.junit import add_session_properties
+
+    add_session_properties(session.config, summary, state.config.model)
     lines = []
     canary = _canary_path(state.config)
     if canary.is_file():

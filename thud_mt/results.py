@@ -1,22 +1,17 @@
 """Case results: one record per metamorphic case, the results.jsonl file, and the study's metrics.
 
 ``results.jsonl`` holds one JSON object per line (``schemas/results.schema.json``).
-Every pytest-xdist worker appends to the same file; each record is one
-``write`` under an ``fcntl`` lock, so records never interleave. One ``write``
-is not atomic against SIGKILL, though: Linux stops copying a large buffer
-when a fatal signal arrives, so a killed run can leave its last line
-unfinished. The reader skips such a tail (with a warning) and the next
-writer cuts it off before appending, so every finished record survives.
+Every pytest-xdist worker appends to the same file through ``thud_mt.jsonl``
+(one locked ``write`` per record; a line left unfinished by a killed writer is
+cut off by the next one). The reader skips such a tail with a warning, so
+every finished record survives.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
 import statistics
-import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +26,7 @@ import jsonschema
 import numpy as np
 
 from thud_mt.errors import ThudError
+from thud_mt.jsonl import JsonLinesAppender, no_constants
 from thud_mt.stats import wilson
 
 Verdict = Literal["pass", "fail", "source-failed", "invalid", "error"]
@@ -146,27 +142,15 @@ def _schema_problem(doc: Any) -> str | None:
 class ResultsWriter:
     """Appends CaseResults to a JSON Lines file, one whole flushed line per case.
 
-    Safe for several processes appending to one file (pytest-xdist workers):
-    each line is written by one ``write`` call while holding an exclusive
-    ``flock``. ``fsync=True`` also survives a machine crash, at a cost per case.
+    Safe for several processes appending to one file (pytest-xdist workers)
+    and against a writer killed mid-line: see ``thud_mt.jsonl``. ``fsync=True``
+    also survives a machine crash, at a cost per case.
     """
 
     def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
-        self.path = Path(path)
+        self._file = JsonLinesAppender(path, fsync=fsync)
+        self.path = self._file.path
         self.fsync = fsync
-        self._lock = threading.Lock()
-        self._fd = -1
-        self._pid = -1
-        self._open()
-
-    def _open(self) -> int:
-        # After a fork the child shares the parent's open file and so its flock: it opens its own.
-        if self._fd >= 0 and self._pid == os.getpid():
-            return self._fd
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self._pid = os.getpid()
-        return self._fd
 
     def write(self, result: CaseResult) -> None:
         doc = result.to_json()
@@ -177,67 +161,20 @@ class ResultsWriter:
             line = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
         except ValueError as e:
             raise ValueError(f"{result.case}: {e} (NaN or infinity is not JSON)") from e
-        data = line.encode("utf-8")
-        with self._lock:
-            fd = self._open()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if _repair_tail(fd):
-                    data = b"\n" + data
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+        self._file.append(line.encode("utf-8"))
 
     def write_all(self, results: Iterable[CaseResult]) -> None:
         for r in results:
             self.write(r)
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0 and self._pid == os.getpid():
-                os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
     def __enter__(self) -> ResultsWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _repair_tail(fd: int) -> bool:
-    """Deal with a last line that has no newline; True if the next record must start a new line.
-
-    Called under the lock, so no live writer is mid-record: an unfinished
-    line was left by a killed one and is cut off. A whole JSON object
-    without its newline (an edited file) is kept.
-    """
-    size = os.fstat(fd).st_size
-    if not size or os.pread(fd, 1, size - 1) == b"\n":
-        return False
-    start = size
-    while start > 0:
-        chunk = os.pread(fd, min(start, 1 << 16), max(0, start - (1 << 16)))
-        cut = chunk.rfind(b"\n")
-        if cut >= 0:
-            start = start - len(chunk) + cut + 1
-            break
-        start -= len(chunk)
-    tail = os.pread(fd, size - start, start)
-    try:
-        json.loads(tail, parse_constant=_no_constants)
-    except ValueError:
-        os.ftruncate(fd, start)
-        return False
-    return True
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def read_results(path: str | Path) -> list[CaseResult]:
@@ -255,7 +192,7 @@ def read_results(path: str | Path) -> list[CaseResult]:
         if not line.strip():
             continue
         try:
-            doc = json.loads(line, parse_constant=_no_constants)
+            doc = json.loads(line, parse_constant=no_constants)
         except ValueError as e:
             if number == len(lines):
                 warnings.warn(

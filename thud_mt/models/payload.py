@@ -17,22 +17,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import http
-import io
 import re
 import tempfile
 import threading
-import wave
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from thud_mt.cache import media_digest
 from thud_mt.clip import Clip
 from thud_mt.errors import ThudError
-from thud_mt.media import write_clip
+from thud_mt.media import encode_wav, write_clip
 from thud_mt.probes import Question
 
 # Encoded clips kept per process: a case asks several probes about one original and one edited clip.
@@ -86,17 +82,7 @@ def clip_mp4(clip: Clip) -> bytes:
 def clip_wav(clip: Clip) -> bytes:
     """The clip's audio as a 16-bit PCM wav at the clip's own rate and channel count."""
 
-    def encode() -> bytes:
-        pcm = np.clip(np.round(np.asarray(clip.audio, np.float64) * 32767.0), -32768, 32767).astype("<i2")
-        buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as out:
-            out.setnchannels(clip.n_channels)
-            out.setsampwidth(2)
-            out.setframerate(int(clip.sample_rate))
-            out.writeframes(pcm.tobytes())
-        return buffer.getvalue()
-
-    return _memo.get(("wav", media_digest(clip)), encode)
+    return _memo.get(("wav", media_digest(clip)), lambda: encode_wav(clip.audio, clip.sample_rate))
 
 
 def b64(data: bytes) -> str:

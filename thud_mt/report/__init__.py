@@ -1,0 +1,1 @@
+"""Reports built from results files: leaderboards, failure categories, plots, JUnit properties, Allure."""

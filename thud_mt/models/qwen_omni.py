@@ -315,6 +315,94 @@ def clip_media(clip: Clip, max_frames: int, sample_rate: int) -> Media:
     return Media(frames=frames, fps=len(indices) / clip.duration, audio=np.ascontiguousarray(audio, np.float32))
 
 
+# ---------------------------------------------------------------------------------------------------- preprocessing
+
+# One clip and question -> processor tensors, and per-query tensors -> one batch's media: shared by the adapter
+# (inference) and alignment/ (training), so a model is trained on exactly the inputs the suites give it.
+
+
+def chat_prompt(processor: Any, settings: OmniSettings, question: str) -> str:
+    """The chat-templated prompt text: system prompt, the video (and its audio), the question, the assistant turn."""
+    content: list[dict[str, str]] = [{"type": "video"}]
+    if not settings.use_audio_in_video:
+        content.append({"type": "audio"})
+    content.append({"type": "text", "text": question})
+    messages: list[dict[str, Any]] = []
+    if settings.system:
+        messages.append({"role": "system", "content": [{"type": "text", "text": settings.system}]})
+    messages.append({"role": "user", "content": content})
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _audio_kwargs(processor: Any, samples: int) -> dict[str, Any]:
+    # Pad each clip's audio to its own length plus one FFT window rather than the extractor's 300 s:
+    # the features of the real frames are the same (the padding is zeros either way, and masked),
+    # at a hundredth of the cost, and they never depend on the other clips of a batch.
+    fft = int(getattr(processor.feature_extractor, "n_fft", 400))
+    return {"padding": "max_length", "max_length": samples + fft, "truncation": False}
+
+
+def _videos_kwargs(processor: Any, settings: OmniSettings, fps: float) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "fps": fps,
+        "do_sample_frames": False,  # frames are sampled here, so their times are known exactly
+        "size": {"shortest_edge": settings.min_pixels, "longest_edge": settings.max_pixels},
+    }
+    if hasattr(type(processor.video_processor), "cap_pixels_per_frame"):
+        kwargs["cap_pixels_per_frame"] = False  # max_pixels and max_frames bound the cost already
+    return kwargs
+
+
+def _interleave_kwargs(processor: Any, settings: OmniSettings) -> dict[str, Any]:
+    if not settings.use_audio_in_video:
+        return {}
+    if hasattr(processor, "load_audio_from_video"):  # transformers >= 5.2x: the given audio is the video's
+        return {"load_audio_from_video": True, "audio_from_video_indices": [0]}
+    return {"use_audio_in_video": True}
+
+
+def processor_inputs(processor: Any, settings: OmniSettings, media: Media, prompt: str) -> dict[str, Any]:
+    """The processor's tensors for one clip and its chat prompt (batch dimension 1); ``settings`` must be resolved."""
+    import torch
+
+    arrays = processor(
+        text=[prompt],
+        videos=[media.frames],
+        audio=[media.audio],
+        videos_kwargs=_videos_kwargs(processor, settings, media.fps),
+        audio_kwargs=_audio_kwargs(processor, len(media.audio)),
+        # NumPy out, tensors made here: with "pt" the 5.2x processors feed tensors to np.arange, which
+        # warns (a DeprecationWarning per query in every suite run); from_numpy shares the memory.
+        return_tensors="np",
+        **_interleave_kwargs(processor, settings),
+    )
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+
+
+def collate_media(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The media tensors of a batch, in item order: video patches concatenated, mel features padded and masked."""
+    import torch
+
+    batch: dict[str, Any] = {}
+    for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid"):
+        if key in items[0]:
+            batch[key] = torch.cat([torch.as_tensor(item[key]) for item in items])
+    if "input_features" in items[0]:
+        frames = max(item["input_features"].shape[-1] for item in items)
+        mels = items[0]["input_features"].shape[1]
+        features = torch.zeros((len(items), mels, frames), dtype=items[0]["input_features"].dtype)
+        mask = torch.zeros((len(items), frames), dtype=torch.long)
+        for k, item in enumerate(items):
+            n = item["input_features"].shape[-1]
+            features[k, :, :n] = item["input_features"][0]
+            mask[k, :n] = item["feature_attention_mask"][0]
+        batch["input_features"] = features
+        batch["feature_attention_mask"] = mask
+    if "video_second_per_grid" in batch:  # a time: float32, whatever the model's dtype
+        batch["video_second_per_grid"] = batch["video_second_per_grid"].float()
+    return batch
+
+
 # ---------------------------------------------------------------------------------------------------- the model
 
 
@@ -429,57 +517,11 @@ class QwenOmni:
 
     @lru_cache(maxsize=256)  # noqa: B019 - one per (model, question): prompts repeat across every clip
     def prompt(self, question: str) -> str:
-        content: list[dict[str, str]] = [{"type": "video"}]
-        if not self.settings.use_audio_in_video:
-            content.append({"type": "audio"})
-        content.append({"type": "text", "text": question})
-        messages: list[dict[str, Any]] = []
-        if self.settings.system:
-            messages.append({"role": "system", "content": [{"type": "text", "text": self.settings.system}]})
-        messages.append({"role": "user", "content": content})
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def _audio_kwargs(self, samples: int) -> dict[str, Any]:
-        # Pad each clip's audio to its own length plus one FFT window rather than the extractor's 300 s:
-        # the features of the real frames are the same (the padding is zeros either way, and masked),
-        # at a hundredth of the cost, and they never depend on the other clips of a batch.
-        fft = int(getattr(self.processor.feature_extractor, "n_fft", 400))
-        return {"padding": "max_length", "max_length": samples + fft, "truncation": False}
-
-    def _videos_kwargs(self, fps: float) -> dict[str, Any]:
-        s = self.settings
-        kwargs: dict[str, Any] = {
-            "fps": fps,
-            "do_sample_frames": False,  # frames are sampled here, so their times are known exactly
-            "size": {"shortest_edge": s.min_pixels, "longest_edge": s.max_pixels},
-        }
-        if hasattr(type(self.processor.video_processor), "cap_pixels_per_frame"):
-            kwargs["cap_pixels_per_frame"] = False  # max_pixels and max_frames bound the cost already
-        return kwargs
-
-    def _interleave_kwargs(self) -> dict[str, Any]:
-        if not self.settings.use_audio_in_video:
-            return {}
-        if hasattr(self.processor, "load_audio_from_video"):  # transformers >= 5.2x: the given audio is the video's
-            return {"load_audio_from_video": True, "audio_from_video_indices": [0]}
-        return {"use_audio_in_video": True}
+        return chat_prompt(self.processor, self.settings, question)
 
     def process(self, media: Media, question: str) -> dict[str, Any]:
         """The processor's tensors for one clip and question (batch dimension 1)."""
-        import torch
-
-        arrays = self._thread_processor()(
-            text=[self.prompt(question)],
-            videos=[media.frames],
-            audio=[media.audio],
-            videos_kwargs=self._videos_kwargs(media.fps),
-            audio_kwargs=self._audio_kwargs(len(media.audio)),
-            # NumPy out, tensors made here: with "pt" the 5.2x processors feed tensors to np.arange, which
-            # warns (a DeprecationWarning per query in every suite run); from_numpy shares the memory.
-            return_tensors="np",
-            **self._interleave_kwargs(),
-        )
-        return {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+        return processor_inputs(self._thread_processor(), self.settings, media, self.prompt(question))
 
     def _thread_processor(self) -> Any:
         """A processor per worker thread: a fast tokenizer's settings live in shared Rust state that
@@ -614,23 +656,7 @@ class QwenOmni:
         for k, ids in enumerate(rows):
             input_ids[k, length - len(ids) :] = ids
             attention_mask[k, length - len(ids) :] = 1
-        batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid"):
-            if key in items[0]:
-                batch[key] = torch.cat([torch.as_tensor(item[key]) for item in items])
-        if "input_features" in items[0]:
-            frames = max(item["input_features"].shape[-1] for item in items)
-            mels = items[0]["input_features"].shape[1]
-            features = torch.zeros((len(items), mels, frames), dtype=items[0]["input_features"].dtype)
-            mask = torch.zeros((len(items), frames), dtype=torch.long)
-            for k, item in enumerate(items):
-                n = item["input_features"].shape[-1]
-                features[k, :, :n] = item["input_features"][0]
-                mask[k, :n] = item["feature_attention_mask"][0]
-            batch["input_features"] = features
-            batch["feature_attention_mask"] = mask
-        if "video_second_per_grid" in batch:  # a time: float32, whatever the model's dtype
-            batch["video_second_per_grid"] = batch["video_second_per_grid"].float()
+        batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, **collate_media(items)}
         device, dtype = self.device, self.dtype
         return {
             k: v.to(device=device, dtype=dtype if k in _MODEL_DTYPE else None, non_blocking=True)

@@ -11,8 +11,9 @@ the real patch sizes, merge sizes and mel settings, so token counts and
 audio-video interleaving follow the real models; only widths and depths shrink.
 
 Sizes: ``tiny`` (0.26 M parameters for qwen2.5-omni, 0.36 M for qwen3-omni:
-milliseconds per query on a CPU) and ``100m`` (103 M / 105 M, for throughput
-benchmarks on a GPU). The weights are random but seeded: the same arch, size
+milliseconds per query on a CPU), ``small`` (4.8 M: trained from random
+weights in minutes on a GPU by the alignment loop) and ``100m`` (103 M /
+105 M, for throughput benchmarks on a GPU). The weights are random but seeded: the same arch, size
 and seed give the same files.
 """
 
@@ -27,9 +28,9 @@ from typing import Any, Literal, cast
 from thud_mt.errors import ThudError
 
 Arch = Literal["qwen2.5-omni", "qwen3-omni"]
-Size = Literal["tiny", "100m"]
+Size = Literal["tiny", "small", "100m"]
 ARCHES: tuple[Arch, ...] = ("qwen2.5-omni", "qwen3-omni")
-SIZES: tuple[Size, ...] = ("tiny", "100m")
+SIZES: tuple[Size, ...] = ("tiny", "small", "100m")
 
 
 class TinyBuildError(ThudError):
@@ -62,6 +63,9 @@ class Widths:
 
 WIDTHS: dict[Size, Widths] = {
     "tiny": Widths(64, 2, 4, 2, 128, 32, 2, 2, 64, 32, 2, 2, 64, 4, 2, 32, 512, 0.1),
+    # Trained from scratch in minutes on a GPU (the alignment loop's GPU profile): wide enough to write a
+    # sentence that stays on topic, small enough that a step costs what a tiny one does there.
+    "small": Widths(256, 4, 4, 2, 768, 128, 2, 2, 256, 128, 2, 2, 256, 4, 2, 128, 1024, 0.05),
     "100m": Widths(768, 12, 12, 4, 2048, 384, 6, 6, 1536, 384, 4, 6, 1536, 8, 2, 256, 4096, 0.02),
 }
 

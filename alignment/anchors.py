@@ -1,0 +1,174 @@
+"""Anchor pairs: each harvested pair about an edited clip, asked again about the original clip.
+
+A harvested pair says "on the muted clip, prefer *No* to *Yes*". Learned
+alone it teaches "answer *No*", which is as deaf as the habit it replaces. Its
+anchor asks the same question about the same picture with the original sound:
+the truth there (*Yes, a thud is heard*) is chosen and the edited clip's right
+answer rejected. Only the audio differs between the two, so only hearing
+satisfies both: the pair and its anchor are a counterfactual couple.
+
+Anchors are ``kind="intervention"`` pairs of category ``original`` (as the
+harvester names pairs about unedited clips) with ``meta["anchor_of"]`` naming
+the pair they balance. A pair whose question the original answers the same
+way (a shift inside the tolerance) gets no anchor.
+
+Visual guards protect the other side: a model that has learned to listen may
+start answering the *visual* question from the sound. A guard asks the visual
+question about a muted, shifted or swapped copy of a training clip; the
+picture's answer is chosen and the sound's (where the shifted sound is heard,
+else another moment) rejected. It is the pair the harvester writes when the
+visual invariance fails, written before it can fail (``meta["guard"]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from relations.options import DEFAULT_OPTIONS, RelationOptions
+from relations.truth import NO_TRUTH, agrees, truth
+from thud_mt import grounding
+from thud_mt.clip import Clip
+from thud_mt.corpus.manifest import Corpus
+from thud_mt.errors import ThudError
+from thud_mt.pairs import PairDraft, PairWriter, PreferencePair
+from thud_mt.probes import N_PARAPHRASES, question
+
+CATEGORY = "original"
+
+
+@dataclass(frozen=True)
+class Anchors:
+    written: int
+    skipped: int  # pairs with no anchor: about an original already, same answer, or clip not in the corpus
+
+
+def write_anchors(
+    pairs: Iterable[PreferencePair], corpus: Corpus, out: Path, *, options: RelationOptions = DEFAULT_OPTIONS
+) -> Anchors:
+    """An anchor for every harvested pair about an edited clip of ``corpus`` (see the module docstring)."""
+    labels = tuple(sorted({e.sound for entry in corpus.entries for e in entry.events if e.sound}))
+    written = skipped = 0
+    clips: dict[str, Clip | None] = {}
+    with PairWriter(out) as writer:
+        for pair in pairs:
+            draft = _anchor(pair, corpus, labels, clips, options)
+            if draft is None:
+                skipped += 1
+                continue
+            written += writer.add(draft) is not None
+    return Anchors(written, skipped)
+
+
+def _anchor(
+    pair: PreferencePair,
+    corpus: Corpus,
+    labels: tuple[str, ...],
+    clips: dict[str, Clip | None],
+    options: RelationOptions,
+) -> PairDraft | None:
+    meta = pair.meta
+    if pair.kind != "intervention" or meta.get("about") != "edited":
+        return None
+    probe, paraphrase, clip_id = meta.get("probe"), meta.get("paraphrase"), meta.get("clip")
+    if probe not in N_PARAPHRASES or not isinstance(paraphrase, int) or clip_id not in corpus.ids:
+        return None
+    q = question(probe, paraphrase, sound_labels=labels)
+    if q.text != pair.question:  # asked under other options than this corpus offers
+        return None
+    clip_id = str(clip_id)
+    if clip_id not in clips:
+        try:
+            clips[clip_id] = corpus.load_clip(clip_id)
+        except ThudError:
+            clips[clip_id] = None
+    original = clips[clip_id]
+    if original is None:
+        return None
+    right = truth(original, probe, options)
+    if right is NO_TRUTH or agrees(probe, meta.get("chosen_value"), right, options):
+        return None
+    because = grounding.reason(probe, right, original, picture=original.events)
+    return PairDraft(
+        kind="intervention",
+        category=CATEGORY,
+        question=pair.question,
+        chosen=grounding.answer(q, right, because),
+        rejected=pair.chosen,
+        clip=original,
+        source_clip=pair.source_clip,
+        meta={
+            "anchor_of": pair.id,
+            "relation": meta.get("relation"),
+            "probe": probe,
+            "paraphrase": paraphrase,
+            "clip": clip_id,
+            "about": CATEGORY,
+            "chosen_value": right,
+            "rejected_value": meta.get("chosen_value"),
+        },
+    )
+
+
+def write_visual_guards(
+    corpus: Corpus,
+    out: Path,
+    *,
+    per_variant: int = 1,
+    seed: int = 0,
+    options: RelationOptions = DEFAULT_OPTIONS,
+) -> Anchors:
+    """``per_variant`` visual questions about each edited copy of each clip of ``corpus`` (module docstring)."""
+    from alignment.clever_hans import variants
+
+    labels = tuple(sorted({e.sound for entry in corpus.entries for e in entry.events if e.sound}))
+    rng = np.random.default_rng(seed)
+    clips = [corpus.load_clip(entry) for entry in corpus.entries]
+    written = skipped = 0
+    with PairWriter(out) as writer:
+        for clip in clips:
+            for edited in variants(clip, clips, rng, options)[1:]:  # the original is the base's own ground
+                relation = edited.edits[-1].op
+                seen = truth(edited, "visual", options)
+                if seen is NO_TRUTH:
+                    skipped += 1
+                    continue
+                for paraphrase in rng.permutation(N_PARAPHRASES["visual"])[:per_variant]:
+                    q = question("visual", int(paraphrase), sound_labels=labels)
+                    because = grounding.reason("visual", seen, edited, picture=clip.events, edited=True)
+                    wrong = _sound_prior(edited, float(seen), rng)  # type: ignore[arg-type]
+                    draft = PairDraft(
+                        kind="intervention",
+                        category=relation,
+                        question=q.text,
+                        chosen=grounding.answer(q, seen, because),
+                        rejected=grounding.answer(q, wrong, ""),
+                        clip=edited,
+                        source_clip=clip.id,
+                        meta={
+                            "guard": True,
+                            "probe": "visual",
+                            "paraphrase": int(paraphrase),
+                            "clip": clip.id,
+                            "about": "edited",
+                            "relation": relation,
+                            "chosen_value": seen,
+                            "rejected_value": wrong,
+                        },
+                    )
+                    written += writer.add(draft) is not None
+    return Anchors(written, skipped)
+
+
+def _sound_prior(clip: Clip, seen: float, rng: np.random.Generator) -> float:
+    """The time a model that listens instead of looking would give: when the sound is heard, if it is not
+    when the event is seen; else a moment 0.6-1.2 s away, inside the clip."""
+    heard = [e.audio_time for e in clip.events if e.audio_time is not None]
+    if heard and abs(heard[0] - seen) >= 0.3:
+        return round(float(heard[0]), 3)
+    step = float(rng.uniform(0.6, 1.2))
+    later, earlier = seen + step, seen - step
+    return round(later if later < clip.duration - 0.1 or earlier < 0.1 else earlier, 3)

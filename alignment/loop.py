@@ -1,0 +1,513 @@
+"""The closed loop: measure, harvest, train, measure again, on source clips the training never saw.
+
+``python -m alignment loop --out DIR --size ci|gpu``:
+
+1. a synthetic corpus, split into training clips and held-out clips (disjoint
+   source clips; each side has every event kind, so swaps have donors);
+2. a random-weight tiny Qwen-Omni, taught to answer like the ``visual-only``
+   reference model (stage 0, ``alignment.clever_hans``): the Clever-Hans base;
+3. the suites on the held-out clips (*before*);
+4. the suites on the training clips with ``--thud-harvest`` (intervention
+   pairs), general pairs of the training clips (``thud harvest general``),
+   and an anchor for every harvested pair (``alignment.anchors``);
+5. the recipe (SFT -> DPO) on those pairs;
+6. the suites on the held-out clips again (*after*).
+
+The report has, per relation, the pass rate before and after with Wilson
+intervals, the visual-invariance rate (the visual probe under shift, mute and
+swap) and the identity rate before and after, the average gain over shift,
+mute and swap, and the training's steps/s and peak GPU memory. Each step
+leaves its result in DIR, and a rerun skips the steps already done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from alignment.recipe import RecipeConfig, TrainOptions, run_stage, train
+from thud_mt.errors import ThudError
+from thud_mt.results import GroupSummary, Rate, read_results, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ROOT / "suites"
+GAIN_RELATIONS = ("shift", "mute", "swap")  # the edits the recipe must teach the model to hear
+TARGET_GAIN = 0.28  # the study's headline: +28 points on average over shift, mute and swap
+MAX_INVARIANCE_DROP = 0.02  # visual invariance and identity may not fall by more than 2 points
+PAIR_FOLDERS = ("intervention", "anchors", "guards")  # under DIR/harvest: what stage 1 and stage 2 train on
+
+
+class LoopError(ThudError):
+    """A step of the loop that failed; names the step and where its log is."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size of one loop run."""
+
+    name: str
+    clips: int  # synthetic clips in all; held_out of them are only ever tested on
+    held_out: int
+    model_size: str  # thud_mt.models.tiny size
+    arch: str = "qwen2.5-omni"
+    max_frames: int = 4
+    max_new_tokens: int = 40  # a chosen answer with its reason is 20-30 tokens of the tiny tokenizers
+    inference_batch: int = 8
+    max_examples: int = 2  # Hypothesis draws per suite test
+    harvest_examples: int | None = None  # draws per test when harvesting (more draws, more pairs); None: max_examples
+    xdist: int = 0  # pytest-xdist workers for the suite runs (0: one process)
+    stage0_questions: int = 7  # per clip variant (21 = every probe in every paraphrase)
+    visual_guards: int = 3  # visual questions per edited copy of a training clip (alignment.anchors); 0: none
+    stage0: TrainOptions = field(default_factory=TrainOptions)
+    recipe: TrainOptions = field(default_factory=TrainOptions)
+    # "all": every pair in the DPO mix. A ratio drops pairs at random, which splits a harvested pair from its
+    # anchor; here general pairs are a few per clip and the couples many, so all of them go in.
+    mix_ratio: float | Literal["all"] = "all"
+
+    @property
+    def model_options(self) -> dict[str, str]:
+        return {"max_frames": str(self.max_frames), "dtype": "float32"}
+
+    @property
+    def suite_options(self) -> dict[str, str]:
+        options = {
+            **self.model_options,
+            "max_new_tokens": str(self.max_new_tokens),
+            "batch_size": str(self.inference_batch),
+        }
+        if self.xdist > 1:  # the xdist workers share the cores: one preprocessing thread each
+            options["workers"] = "1"
+        return options
+
+
+PROFILES: dict[str, Profile] = {
+    # The mechanics, on a 2-core CPU in a few minutes: too little training to expect the gain.
+    "ci": Profile(
+        name="ci",
+        clips=12,
+        held_out=6,
+        model_size="tiny",
+        max_examples=1,
+        stage0_questions=7,
+        stage0=TrainOptions(sft_epochs=2, dpo_epochs=0, lr=3e-3, batch_size=8, save_steps=1000, logging_steps=5),
+        recipe=TrainOptions(
+            sft_epochs=1,
+            dpo_epochs=1,
+            lr=1e-3,
+            dpo_lr=1e-4,
+            dpo_sft_weight=1.0,
+            batch_size=8,
+            save_steps=1000,
+            logging_steps=5,
+        ),
+    ),
+    # The study's target, on one H200 in about 8 minutes (bench/device_alignment.sh).
+    "gpu": Profile(
+        name="gpu",
+        clips=72,
+        held_out=24,
+        model_size="small",
+        max_frames=8,
+        inference_batch=16,
+        max_examples=3,
+        xdist=8,
+        stage0_questions=21,
+        stage0=TrainOptions(
+            sft_epochs=3,  # 750 steps: the small model writes every probe's format after about 40 (CPU check)
+            dpo_epochs=0,
+            lr=1e-3,
+            batch_size=16,
+            save_steps=100000,
+            logging_steps=20,
+            workers=6,
+            media_cache=512,  # 192 clip variants: decoded once per dataloader process, not once per epoch
+        ),
+        recipe=TrainOptions(
+            sft_epochs=3,
+            dpo_epochs=1,
+            lr=5e-4,
+            dpo_lr=5e-5,
+            dpo_sft_weight=1.0,
+            batch_size=16,
+            save_steps=100000,
+            logging_steps=20,
+            workers=6,
+            media_cache=512,
+        ),
+    ),
+}
+
+
+def with_overrides(profile: Profile, items: Sequence[str]) -> Profile:
+    """``KEY=VALUE`` changes to a profile: ``clips=24``, ``recipe.sft_epochs=3``, ``stage0.lr=0.001``."""
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {"stage0": {}, "recipe": {}}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        group, _, name = key.rpartition(".")
+        target = profile if not group else getattr(profile, group, None)
+        if not sep or (group and group not in nested) or target is None:
+            raise LoopError(f"--set {item!r}: expected KEY=VALUE with KEY a profile field or stage0./recipe. field")
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields:
+            raise LoopError(f"--set {item!r}: no field {name!r}; known: {', '.join(sorted(fields))}")
+        current = getattr(target, name)
+        try:
+            if raw.lower() in ("none", "all") and not isinstance(current, (bool, int)):
+                value: Any = None if raw.lower() == "none" else "all"
+            elif isinstance(current, bool):
+                value = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(current, str):  # names (model_size, arch), or mix_ratio's "all" given a number
+                value = float(raw) if raw.replace(".", "", 1).isdigit() else raw
+            elif current is None or isinstance(current, float):
+                value = float(raw) if "." in raw or "e" in raw or isinstance(current, float) else int(raw)
+            else:
+                value = type(current)(raw)
+        except ValueError:
+            raise LoopError(f"--set {item!r}: {raw!r} is not a {type(current).__name__}") from None
+        (nested[group] if group else top)[name] = value
+    changes = {g: dataclasses.replace(getattr(profile, g), **v) for g, v in nested.items() if v}
+    return dataclasses.replace(profile, **top, **changes)
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+
+
+class _Steps:
+    """Runs named steps once: a step whose marker exists is skipped on a rerun."""
+
+    def __init__(self, out: Path, say: Callable[[str], None]) -> None:
+        self.out = out
+        self.say = say
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str, work: Callable[[], Any]) -> Any:
+        marker = self.out / "steps" / f"{name}.json"
+        if marker.is_file():
+            self.say(f"[{name}] done in an earlier run")
+            return json.loads(marker.read_text())["result"]
+        self.say(f"[{name}] ...")
+        start = time.perf_counter()
+        result = work()
+        self.times[name] = round(time.perf_counter() - start, 2)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"result": result, "seconds": self.times[name]}, default=str) + "\n")
+        self.say(f"[{name}] {self.times[name]:.1f} s")
+        return result
+
+
+def split_corpus(manifest: Path, held_out: int) -> tuple[Path, Path]:
+    """``train.json`` and ``heldout.json`` beside ``manifest``: the last ``held_out`` clips are held out."""
+    from thud_mt.corpus.manifest import load_corpus, write_manifest
+
+    corpus = load_corpus(manifest)
+    if not 0 < held_out < len(corpus):
+        raise LoopError(f"{manifest}: cannot hold out {held_out} of {len(corpus)} clips")
+    entries = list(corpus.entries)
+    parts = {"train": entries[:-held_out], "heldout": entries[-held_out:]}
+    assert not {e.id for e in parts["train"]} & {e.id for e in parts["heldout"]}
+    paths = []
+    for name, clips in parts.items():
+        path = manifest.parent / f"{name}.json"
+        write_manifest(
+            path,
+            name=f"{corpus.name}-{name}",
+            description=f"{corpus.description} ({name}: {len(clips)} of {len(corpus)} clips)",
+            clips=clips,
+            generator=corpus.generator,
+        )
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _plugin_args() -> list[str]:
+    """Load the plugin by module where the package is not installed (a bare checkout on the GPU machine)."""
+    names = {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}
+    return [] if "thud_mt" in names else ["-p", "thud_mt.plugin"]
+
+
+def run_suites(
+    model_path: Path,
+    manifest: Path,
+    results: Path,
+    profile: Profile,
+    cache: Path,
+    log: Path,
+    *,
+    harvest: Path | None = None,
+) -> None:
+    """The four suites (not the threshold search) on ``manifest``'s clips, every draw measured.
+
+    A harvesting run leaves out identity: a re-encode gives a Clever-Hans base nothing to fail, and its
+    seven probes per clip would cost a third of the run.
+    """
+    from thud_mt.suite_process import suite_command
+
+    examples = profile.max_examples if harvest is None else profile.harvest_examples or profile.max_examples
+    args = [
+        "-m",
+        "not threshold" if harvest is None else "not threshold and not identity",
+        f"--model-path={model_path}",
+        f"--corpus={manifest}",
+        f"--thud-cache={cache}",
+        f"--thud-max-examples={examples}",
+        "--thud-canary=0",
+        *[f"--model-option={k}={v}" for k, v in profile.suite_options.items()],
+        *_plugin_args(),
+    ]
+    if harvest is not None:
+        args.append(f"--thud-harvest={harvest}")
+    if profile.xdist > 1 and importlib.util.find_spec("xdist") is not None:
+        args += ["-n", str(profile.xdist)]
+    command = suite_command(SUITES, "qwen-omni", results, args)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as f:
+        code = subprocess.call(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if code not in (0, 1):  # 1: some cases failed, which is what the loop measures
+        raise LoopError(f"the suites stopped with exit code {code}; see {log}")
+    if not results.is_file():
+        raise LoopError(f"the suites recorded no results; see {log}")
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+
+def _rate(rate: Rate) -> dict[str, Any]:
+    return rate.to_json()
+
+
+def rates(results_file: Path) -> dict[str, Any]:
+    """Pass rates per relation, visual invariance, identity (each with its interval), and the combined rates."""
+    results = read_results(results_file)
+    summary = summarize(results)
+    relations: dict[str, Any] = {}
+    for g in summary.relations:
+        if g.relation is not None:
+            relations[g.relation] = {"pass_rate": _rate(g.pass_rate), "combined": _rate(g.combined), "n": g.n}
+    visual = [r for r in results if r.probe == "visual" and r.relation in GAIN_RELATIONS]
+    identity: GroupSummary | None = summary.group("identity")
+    return {
+        "relations": relations,
+        "visual_invariance": _rate(summarize(visual).overall.pass_rate) if visual else None,
+        "identity": _rate(identity.pass_rate) if identity else None,
+        "cases": len(results),
+    }
+
+
+def _value(doc: Mapping[str, Any] | None) -> float | None:
+    return None if doc is None else doc.get("value")
+
+
+def compare(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """Per relation gains, their average over shift, mute and swap, and whether the study's target is met."""
+    gains: dict[str, float | None] = {}
+    for name in sorted(set(before["relations"]) | set(after["relations"])):
+        b = _value(before["relations"].get(name, {}).get("pass_rate"))
+        a = _value(after["relations"].get(name, {}).get("pass_rate"))
+        gains[name] = None if a is None or b is None else round(a - b, 4)
+    counted = [gains[r] for r in GAIN_RELATIONS if gains.get(r) is not None]
+    average = round(sum(counted) / len(counted), 4) if len(counted) == len(GAIN_RELATIONS) else None
+    drops = {}
+    for key in ("visual_invariance", "identity"):
+        b, a = _value(before[key]), _value(after[key])
+        drops[key] = None if a is None or b is None else round(b - a, 4)
+    met = (
+        average is not None
+        and average >= TARGET_GAIN
+        and all(d is not None and d <= MAX_INVARIANCE_DROP for d in drops.values())
+    )
+    return {"gain": gains, "average_gain": average, "drop": drops, "target_met": met}
+
+
+# ---------------------------------------------------------------------------------------------------- the loop
+
+
+def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Run (or finish) the loop in ``out``; returns the report, also written to ``out/loop.json``."""
+    import torch
+
+    from alignment.anchors import write_anchors, write_visual_guards
+    from alignment.clever_hans import write_clever_hans
+    from alignment.data import load_rows
+    from alignment.model import is_saved, load_for_training, save_model
+    from thud_mt.corpus.manifest import load_corpus
+    from thud_mt.corpus.synth import build_synthetic_corpus
+    from thud_mt.harvest_general import harvest_general
+    from thud_mt.models.tiny import build_tiny
+    from thud_mt.pairs import pairs_file, read_pairs
+
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def say(text: str) -> None:
+        print(f"loop ({profile.name}): {text}", file=sys.stderr, flush=True)
+
+    step = _Steps(out, say)
+    wall = time.perf_counter()
+    cache, logs = out / "cache", out / "logs"
+
+    manifest = Path(
+        step("corpus", lambda: str(build_synthetic_corpus(out / "corpus", profile.clips, seed, progress=progress)))
+    )
+    train_json, heldout_json = (
+        Path(p) for p in step("split", lambda: list(map(str, split_corpus(manifest, profile.held_out))))
+    )
+
+    def random_model() -> str:
+        return str(build_tiny(profile.arch, out / "random", size=profile.model_size, seed=seed))
+
+    random_path = step("random-model", random_model)
+
+    def clever_hans() -> dict[str, Any]:
+        data = write_clever_hans(
+            load_corpus(train_json), out / "stage0" / "pairs", questions_per_variant=profile.stage0_questions, seed=seed
+        )
+        loaded = load_for_training(random_path, profile.model_options)
+        rows = load_rows([data.folder], split=None)
+        options = dataclasses.replace(profile.stage0, seed=seed, progress=progress)
+        model, report = run_stage("sft", loaded, rows, out / "stage0", options, logs, resume=True)
+        save_model(model, loaded.processor, out / "stage0" / "model", {"stage": "clever-hans", **report.to_json()})
+        return {"pairs": data.written, **report.to_json()}
+
+    stage0 = step("clever-hans-base", clever_hans)
+    base = out / "stage0" / "model"
+    if not is_saved(base):
+        raise LoopError(f"{base} is incomplete; delete {out / 'steps' / 'clever-hans-base.json'} and rerun")
+
+    def suites(name: str, model: Path, manifest: Path, harvest: Path | None = None) -> dict[str, Any]:
+        results = out / "results" / f"{name}.jsonl"
+        run_suites(model, manifest, results, profile, cache, logs / f"suites-{name}.log", harvest=harvest)
+        return rates(results)
+
+    before = step("before", lambda: suites("before", base, heldout_json))
+
+    def harvest() -> dict[str, Any]:
+        folder = out / "harvest"
+        shutil.rmtree(folder, ignore_errors=True)  # a half-written harvest is redone, not appended to
+        suites("harvest", base, train_json, harvest=folder / "intervention")
+        corpus = load_corpus(train_json)
+        general = harvest_general(corpus, folder / "general", seed=seed)
+        found = pairs_file(folder / "intervention")
+        harvested = read_pairs(found) if found.is_file() else []  # a model that failed nothing leaves no file
+        anchors = write_anchors(harvested, corpus, folder / "anchors")
+        guards = write_visual_guards(corpus, folder / "guards", per_variant=profile.visual_guards, seed=seed)
+        # (per_variant=0 writes none; the folder's missing pairs.jsonl then keeps it out of training)
+        return {
+            "intervention": len(harvested),
+            "anchors": anchors.written,
+            "visual_guards": guards.written,
+            "general": general.written,
+            "general_errors": list(general.errors),
+        }
+
+    harvested = step("harvest", harvest)
+
+    def recipe() -> dict[str, Any]:
+        folder = out / "harvest"
+        config = RecipeConfig(
+            model_path=str(base),
+            pairs=tuple(p for p in (folder / n for n in PAIR_FOLDERS) if pairs_file(p).is_file()),
+            general=(folder / "general",),
+            out=out / "train",
+            mix_ratio=profile.mix_ratio,
+            split=None,  # held-out clips are the evaluation; every training clip's pairs are trained on
+            resume=True,
+            model_options=profile.model_options,
+            options=dataclasses.replace(profile.recipe, seed=seed, progress=progress),
+        )
+        return train(config).to_json()
+
+    trained = step("train", recipe)
+    after = step("after", lambda: suites("after", out / "train" / "final", heldout_json))
+
+    report = {
+        "profile": profile.name,
+        "seed": seed,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "clips": {"train": profile.clips - profile.held_out, "held_out": profile.held_out},
+        "before": before,
+        "after": after,
+        "comparison": compare(before, after),
+        "stage0": stage0,
+        "harvest": harvested,
+        "training": trained,
+        "seconds": {**step.times, "total": round(time.perf_counter() - wall, 2)},
+    }
+    (out / "loop.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+
+def _pct(doc: Mapping[str, Any] | None) -> str:
+    if doc is None or doc.get("value") is None:
+        return "-"
+    lo, hi = doc["interval"]
+    return f"{100 * doc['value']:5.1f} [{100 * lo:4.1f}, {100 * hi:5.1f}] n={doc['n']}"
+
+
+def _short(doc: Mapping[str, Any] | None) -> str:
+    return "-" if doc is None or doc.get("value") is None else f"{100 * doc['value']:.1f}"
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The before/after table, the averages and the training's speed."""
+    before, after, cmp = report["before"], report["after"], report["comparison"]
+    rows = [("", "before (pass %, 95% CI)", "after", "gain", "combined before -> after")]
+    names = sorted(set(before["relations"]) | set(after["relations"]), key=lambda n: (n == "identity", n))
+    for name in names:  # identity last: the noise floor, with the visual invariance below it
+        gain = cmp["gain"].get(name)
+        b, a = before["relations"].get(name, {}), after["relations"].get(name, {})
+        rows.append(
+            (
+                name,
+                _pct(b.get("pass_rate")),
+                _pct(a.get("pass_rate")),
+                "-" if gain is None else f"{100 * gain:+.1f}",
+                f"{_short(b.get('combined'))} -> {_short(a.get('combined'))}",
+            )
+        )
+    drop = cmp["drop"]["visual_invariance"]
+    rows.append(
+        (
+            "visual invariance",
+            _pct(before["visual_invariance"]),
+            _pct(after["visual_invariance"]),
+            "-" if drop is None else f"{-100 * drop:+.1f}",
+            "",
+        )
+    )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"closed loop ({report['profile']}, {report['device']}): held-out clips before and after training"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    average = cmp["average_gain"]
+    lines.append(
+        f"average gain over shift, mute, swap: {'-' if average is None else f'{100 * average:+.1f}'} points "
+        f"(target +{100 * TARGET_GAIN:.0f}, invariances within {100 * MAX_INVARIANCE_DROP:.0f}): "
+        f"{'met' if cmp['target_met'] else 'not met'}"
+    )
+    for stage in report["training"]["stages"]:
+        memory = stage["peak_memory_bytes"]
+        lines.append(
+            f"training {stage['stage']}: {stage['steps']} steps, {stage['steps_per_second']:.2f} steps/s, "
+            f"peak GPU memory {'-' if memory is None else f'{memory / 2**20:.0f} MiB'}"
+        )
+    lines.append(
+        "pass = right on the edited clip among cases right on the original; combined = right on both, "
+        "over every case (unreadable answers count as wrong)"
+    )
+    lines.append(f"wall time {report['seconds']['total']:.0f} s")
+    return "\n".join(lines)

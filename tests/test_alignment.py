@@ -1,0 +1,583 @@
+"""The alignment recipe on a tiny random-weight Qwen2.5-Omni: what reaches the model, what learns, what is saved.
+
+Training runs a few real optimizer steps of TRL's trainers on the CPU. What is
+checked is what a real run relies on: every batch carries the clip's frames
+and sound, the vision and audio towers (not only the language model) receive
+updates, only the answer tokens are learned, a run resumes from its
+checkpoint, the result loads back as ``--model=qwen-omni``, and bad input
+stops the run before the first step.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from click.testing import CliRunner  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from alignment.cli import main  # noqa: E402
+from alignment.collators import DPOCollator, OmniEncoder, SFTCollator  # noqa: E402
+from alignment.data import MediaReader, by_kind, load_rows, mix_pairs  # noqa: E402
+from alignment.errors import MixError, OutputFolderError  # noqa: E402
+from alignment.recipe import RecipeConfig, TrainOptions, train  # noqa: E402
+from helpers import make_clip  # noqa: E402
+from thud_mt.interventions import mute, swap  # noqa: E402
+from thud_mt.models.base import Query  # noqa: E402
+from thud_mt.models.qwen_omni import QWEN25, ModelArchitectureError, parse_settings  # noqa: E402
+from thud_mt.models.registry import ModelOptions, create  # noqa: E402
+from thud_mt.models.tiny import build_tiny  # noqa: E402
+from thud_mt.pairs import PairDraft, PairWriter  # noqa: E402
+from thud_mt.probes import question  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"max_frames": "4"}  # 4 frames = 2 temporal patches: milliseconds per example on a CPU
+STEPS = TrainOptions(max_steps=2, batch_size=2, save_steps=1, logging_steps=1, lr=1e-3, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny("qwen2.5-omni", tmp_path_factory.mktemp("tiny"))
+
+
+def write_pairs(folder: Path, clips: int = 3) -> Path:
+    """Intervention pairs (mute: presence; swap: match) and general pairs (presence on the original) of a few clips."""
+    presence, match = question("presence").text, question("match").text
+    silent, barking, thud = "No. The audio track is silent.", "No. The sound is a dog barking.", "Yes. A thud is heard."
+    originals = [make_clip(clip_id=f"clip{k}", size=(160, 120), seed=k, sound_at=0.5 + k) for k in range(clips)]
+    donor = make_clip(clip_id="donor", size=(160, 120), seed=9, sound_at=1.2, sound="bark", label="dog_barks")
+    with PairWriter(folder) as writer:
+        for clip in originals:
+            drafts = [
+                PairDraft("intervention", "mute", presence, silent, "Yes.", mute(clip), clip.id),
+                PairDraft("intervention", "swap", match, barking, "Yes.", swap(clip, donor), clip.id),
+                PairDraft("general", "audio_qa", presence, thud, "No.", clip, clip.id),
+            ]
+            for draft in drafts:
+                writer.add(draft)
+    return folder / "pairs.jsonl"
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+def config(tiny: Path, pairs: Path, out: Path, **changes: Any) -> RecipeConfig:
+    options = changes.pop("options", STEPS)
+    return RecipeConfig(
+        model_path=str(tiny),
+        pairs=(pairs,),
+        general=(pairs,),
+        out=out,
+        split=None,
+        model_options=FAST,
+        options=options,
+        **changes,
+    )
+
+
+class Recorded:
+    """Every batch the collators made during a run, and every forward's keyword arguments."""
+
+    def __init__(self) -> None:
+        self.batches: dict[str, list[dict[str, Any]]] = {"sft": [], "dpo": []}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny: Path, pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Recorded]]:
+    """Both stages, full fine-tuning, two steps each, with the collators' batches recorded."""
+    recorded = Recorded()
+    with pytest.MonkeyPatch.context() as mp:
+        for kind, cls in (("sft", SFTCollator), ("dpo", DPOCollator)):
+            original = cls.__call__
+
+            def spy(self: Any, rows: Any, _original: Callable[..., Any] = original, _kind: str = kind) -> Any:
+                batch = _original(self, rows)
+                recorded.batches[_kind].append(batch)
+                return batch
+
+            mp.setattr(cls, "__call__", spy)
+        report = train(config(tiny, pairs, tmp_path_factory.mktemp("run") / "out"))
+    yield report, recorded
+
+
+def weights(folder: Path) -> dict[str, Any]:
+    tensors: dict[str, Any] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(file))
+    # The downloaded layout keeps the thinker under "thinker."; a saved thinker has no prefix.
+    return {k.removeprefix("thinker."): v for k, v in tensors.items() if not k.startswith(("talker.", "token2wav."))}
+
+
+def moved(before: dict[str, Any], after: dict[str, Any], part: str) -> int:
+    """How many of ``part``'s weight tensors changed (``part``: a name fragment like ``audio_tower``)."""
+    names = [k for k in after if part in k]
+    assert names, f"no {part} weights in {sorted(after)[:5]}..."
+    return sum(not torch.equal(before[k], after[k]) for k in names)
+
+
+# ---------------------------------------------------------------------------------------------- what reaches the model
+
+
+def test_every_batch_of_both_stages_carries_the_clip_frames_and_sound(trained: tuple[Any, Recorded]) -> None:
+    _, recorded = trained
+    assert len(recorded.batches["sft"]) >= 2 and len(recorded.batches["dpo"]) >= 2  # a dry run + training steps
+    for kind, batches in recorded.batches.items():
+        for batch in batches:
+            rows = batch["input_ids"].shape[0]
+            assert batch["pixel_values_videos"].shape[0] > 0 and batch["input_features"].shape[0] == rows, kind
+            assert batch["video_grid_thw"].shape[0] == rows and batch["feature_attention_mask"].shape[0] == rows
+            assert batch["use_audio_in_video"] is True
+            # Every row's patches are there: one row of pixel values per patch of its grid.
+            assert batch["pixel_values_videos"].shape[0] == int(batch["video_grid_thw"].prod(-1).sum())
+
+
+def test_both_stages_move_the_vision_and_audio_towers(trained: tuple[Any, Recorded], tiny: Path) -> None:
+    report, _ = trained
+    base = weights(tiny)
+    stage1 = weights(report.out / "stage1" / "model")
+    stage2 = weights(report.out / "stage2" / "model")
+    for part in ("visual.", "audio_tower.", "model.layers."):
+        assert moved(base, stage1, part) > 0, f"SFT left {part} unchanged"
+        assert moved(stage1, stage2, part) > 0, f"DPO left {part} unchanged"
+    assert [s.stage for s in report.stages] == ["sft", "dpo"] and all(s.steps == 2 for s in report.stages)
+
+
+def test_lora_adapts_the_towers_too_and_is_merged_into_the_saved_weights(
+    tiny: Path, pairs: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    options = dataclasses.replace(STEPS, lora=True, lora_rank=4, lr=1e-2)  # 2 steps: the first one warms up
+    report = train(config(tiny, pairs, tmp_path / "out", options=options))
+    base = weights(tiny)
+    stage1 = weights(report.out / "stage1" / "model")
+    stage2 = weights(report.final)
+    assert set(stage1) == set(stage2) == set(base)  # plain weights: the adapters are merged, nothing of PEFT left
+    for before, after in ((base, stage1), (stage1, stage2)):
+        for part in ("visual.", "audio_tower.", "model.layers."):
+            assert moved(before, after, part) > 0, f"LoRA left {part} unchanged"
+        assert not moved(before, after, "lm_head") and not moved(before, after, "embed_tokens")  # not adapted
+
+
+# ---------------------------------------------------------------------------------------------------- what is learned
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny: Path) -> OmniEncoder:
+    from transformers import AutoProcessor
+
+    settings = parse_settings("qwen-omni", FAST).resolved(QWEN25)
+    return OmniEncoder(AutoProcessor.from_pretrained(tiny), settings, MediaReader(4, 16000))
+
+
+def test_sft_learns_the_chosen_answer_only(encoder: OmniEncoder, pairs: Path) -> None:
+    rows = load_rows([pairs], split=None)[:2]
+    batch = SFTCollator(encoder)(rows)
+    tokenizer = encoder.processor.tokenizer
+    for k, row in enumerate(rows):
+        labels, ids = batch["labels"][k], batch["input_ids"][k]
+        learned = labels[labels != -100].tolist()
+        assert tokenizer.decode(learned) == row["chosen"] + "<|im_end|>"
+        first = int((labels != -100).nonzero()[0])
+        assert tokenizer.decode(ids[:first]).endswith("<|im_start|>assistant\n")  # the whole prompt is masked
+        assert (labels[:first] == -100).all() and ids[first:].tolist()[: len(learned)] == learned
+
+
+def test_dpo_rows_are_chosen_then_rejected_with_the_prompt_masked_and_media_for_both(
+    encoder: OmniEncoder, pairs: Path
+) -> None:
+    rows = load_rows([pairs], split=None)[:2]
+    batch = DPOCollator(encoder)(rows)
+    tokenizer = encoder.processor.tokenizer
+    assert batch["input_ids"].shape[0] == 4
+    for k, (row, side) in enumerate(
+        [(rows[0], "chosen"), (rows[1], "chosen"), (rows[0], "rejected"), (rows[1], "rejected")]
+    ):
+        mask = batch["completion_mask"][k].bool()
+        assert tokenizer.decode(batch["input_ids"][k][mask]) == row[side] + "<|im_end|>"
+        assert tokenizer.decode(batch["input_ids"][k][~mask & batch["attention_mask"][k].bool()]).endswith(
+            "assistant\n"
+        )
+    # The rejected half sees exactly the chosen half's clip: same patches, same sound.
+    half = batch["pixel_values_videos"].shape[0] // 2
+    assert torch.equal(batch["pixel_values_videos"][:half], batch["pixel_values_videos"][half:])
+    assert torch.equal(batch["input_features"][:2], batch["input_features"][2:])
+
+
+def test_training_inputs_are_exactly_what_the_adapter_gives_the_model(
+    encoder: OmniEncoder, tiny: Path, pairs: Path
+) -> None:
+    """One preprocessing for both: a trained model is asked at test time in exactly the form it learned."""
+    from thud_mt.media import read_audio, read_clip
+
+    row = load_rows([pairs], split=None)[0]
+    q = question("presence")
+    assert row["question"] == q.text
+    samples, rate = read_audio(row["audio"])
+    clip = read_clip(row["video"]).replace(audio=samples, sample_rate=rate)
+    model = create("qwen-omni", ModelOptions(model_path=str(tiny), extra={**FAST, "workers": "0"}))
+    served = model.prepare(Query(clip, q)).inputs
+    trained = encoder.encode(row, [row["chosen"]]).inputs
+    assert served is not None and set(served) == set(trained)
+    for key in served:
+        assert torch.equal(served[key], trained[key]), key
+
+
+# ---------------------------------------------------------------------------------------------------- the result
+
+
+def test_the_final_folder_loads_as_qwen_omni_and_answers(trained: tuple[Any, Recorded]) -> None:
+    report, _ = trained
+    final = report.final
+    assert json.loads((final / "config.json").read_text())["model_type"] == "qwen2_5_omni_thinker"
+    model = create("qwen-omni", ModelOptions(model_path=str(final), extra={**FAST, "max_new_tokens": "4"}))
+    (answer,) = model.answer([Query(make_clip(size=(160, 120)), question("presence"))])
+    assert answer.error is None and answer.meta["new_tokens"] >= 1
+    summary = json.loads((report.out / "summary.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == ["sft", "dpo"]
+    assert summary["mix"] == {"intervention": 3, "general": 3, "ratio": 0.5}  # 3 general pairs: half the mix
+    logs = [json.loads(line) for line in (report.out / "logs" / "stage2.jsonl").read_text().splitlines()]
+    assert any("rewards/margins" in entry for entry in logs)
+
+
+def test_a_qwen3_omni_folder_trains_and_loads_back_as_qwen3_omni(pairs: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    tiny3 = build_tiny("qwen3-omni", tmp_path / "qwen3")
+    report = train(config(tiny3, pairs, tmp_path / "out", options=dataclasses.replace(STEPS, max_steps=1)))
+    assert [s.steps for s in report.stages] == [1, 1]
+    assert json.loads((report.final / "config.json").read_text())["model_type"] == "qwen3_omni_moe_thinker"
+    model = create("qwen3-omni", ModelOptions(model_path=str(report.final), extra={**FAST, "max_new_tokens": "2"}))
+    (answer,) = model.answer([Query(make_clip(size=(160, 120)), question("presence"))])
+    assert answer.error is None
+
+
+def test_a_run_stopped_after_a_checkpoint_resumes_from_it(
+    tiny: Path, pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from alignment.trainers import OmniSFTTrainer
+
+    out = tmp_path / "out"
+    options = dataclasses.replace(STEPS, max_steps=3, dpo_epochs=0)
+    calls = {"n": 0}
+    step = OmniSFTTrainer.training_step
+
+    def dies_at_third_step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(OmniSFTTrainer, "training_step", dies_at_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tiny, pairs, out, options=options))
+    assert (out / "stage1" / "checkpoint-2").is_dir() and not (out / "final").exists()
+    with pytest.raises(OutputFolderError, match="--resume"):
+        train(config(tiny, pairs, out, options=options))  # never silently over an earlier run
+    monkeypatch.setattr(OmniSFTTrainer, "training_step", step)
+    report = train(config(tiny, pairs, out, options=options, resume=True))
+    (sft,) = report.stages
+    assert sft.resumed_from is not None and sft.resumed_from.endswith("checkpoint-2")
+    assert sft.steps == 3  # one more step, not three again
+    state = json.loads((out / "stage1" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and (out / "final" / "alignment.json").is_file()
+    again = train(config(tiny, pairs, out, options=options, resume=True))  # a finished stage is reused
+    assert again.stages[0].skipped
+
+
+# ---------------------------------------------------------------------------------------------------- the mix
+
+
+def rows_of(kind: str, n: int) -> list[dict[str, str]]:
+    return [{"id": f"{kind}{i}", "kind": kind} for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "n_i", "n_g", "expected"),
+    [
+        (0.5, 10, 30, (10, 10)),
+        (0.5, 30, 10, (10, 10)),
+        (0.25, 9, 100, (9, 3)),
+        (0.0, 5, 5, (5, 0)),
+        (1.0, 5, 5, (0, 5)),
+    ],
+)
+def test_the_mix_drops_pairs_to_meet_the_ratio(ratio: float, n_i: int, n_g: int, expected: tuple[int, int]) -> None:
+    mix = mix_pairs(rows_of("intervention", n_i), rows_of("general", n_g), ratio, seed=1)
+    assert (mix.intervention, mix.general) == expected
+    assert len({r["id"] for r in mix.rows}) == sum(expected)  # no pair twice
+
+
+@pytest.mark.parametrize(
+    ("ratio", "n_i", "n_g", "problem"),
+    [
+        (0.5, 0, 0, "the stage-2 mix is empty"),
+        (0.5, 4, 0, "needs general pairs"),
+        (0.5, 0, 4, "needs intervention pairs"),
+        (0.99, 10, 5, "cannot be met with 10 intervention and 5 general"),
+        (1.5, 4, 4, "must be between 0"),
+    ],
+)
+def test_a_mix_that_cannot_be_made_is_an_error(ratio: float, n_i: int, n_g: int, problem: str) -> None:
+    with pytest.raises(MixError, match=problem):
+        mix_pairs(rows_of("intervention", n_i), rows_of("general", n_g), ratio)
+
+
+def test_the_default_ratio_depends_on_general_pairs_and_all_keeps_every_pair(tiny: Path, pairs: Path) -> None:
+    bare = RecipeConfig(model_path=str(tiny), pairs=(pairs,), out=Path("unused"))
+    assert bare.ratio == 0.0  # intervention pairs only
+    assert RecipeConfig(model_path=str(tiny), pairs=(pairs,), general=(pairs,), out=Path("unused")).ratio == 0.5
+    assert RecipeConfig(model_path=str(tiny), pairs=(pairs,), out=Path("unused"), mix_ratio="all").ratio is None
+    everything = mix_pairs(rows_of("intervention", 7), rows_of("general", 2), None)
+    assert (everything.intervention, everything.general, len(everything.rows)) == (7, 2, 9)
+
+
+def test_pairs_are_grouped_by_kind_and_split(pairs: Path) -> None:
+    everything = load_rows([pairs], split=None)
+    intervention, general = by_kind(everything)
+    assert len(intervention) == 6 and len(general) == 3
+    assert all(Path(r["video"]).is_absolute() and Path(r["video"]).is_file() for r in everything)
+    train_only = load_rows([pairs], split="train")
+    assert {r["id"] for r in train_only} <= {r["id"] for r in everything}
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def cli(tiny: Path, tmp_path: Path) -> Callable[..., Any]:
+    def run(*args: str, model: Path | None = None) -> Any:
+        out = tmp_path / "out"
+        result = CliRunner().invoke(
+            main,
+            [
+                "train",
+                "--model-path",
+                str(model or tiny),
+                "--out",
+                str(out),
+                "--split",
+                "all",
+                "--max-steps",
+                "1",
+                "--model-option",
+                "max_frames=4",
+                "--quiet",
+                *args,
+            ],
+        )
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        assert not out.exists()  # stopped before anything was loaded or written
+        return result.output
+
+    return run
+
+
+def test_a_malformed_pairs_line_is_named_before_training(cli: Callable[..., Any], pairs: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    shutil.copytree(pairs.parent, folder)
+    lines = (folder / "pairs.jsonl").read_text().splitlines()
+    doc = json.loads(lines[2])
+    del doc["chosen"]
+    lines[2] = json.dumps(doc)
+    (folder / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    output = cli("--pairs", str(folder / "pairs.jsonl"))
+    assert f"{folder / 'pairs.jsonl'}:3: not a valid preference pair" in output and "'chosen'" in output
+
+
+def test_missing_media_is_named_before_training(cli: Callable[..., Any], pairs: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    shutil.copytree(pairs.parent, folder)
+    first = json.loads((folder / "pairs.jsonl").read_text().splitlines()[0])
+    (folder / first["audio"]).unlink()
+    output = cli("--pairs", str(folder))
+    assert f"{folder / 'pairs.jsonl'}:1:" in output and "audio file" in output and "is missing" in output
+
+
+def test_corrupt_media_is_named_before_training(cli: Callable[..., Any], pairs: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    shutil.copytree(pairs.parent, folder)
+    first = json.loads((folder / "pairs.jsonl").read_text().splitlines()[0])
+    (folder / first["video"]).write_bytes(b"not an mp4 at all")
+    output = cli("--pairs", str(folder))
+    assert first["id"] in output and "video cannot be read" in output
+
+
+def test_an_empty_mix_is_an_error_before_training(cli: Callable[..., Any], tmp_path: Path) -> None:
+    empty = tmp_path / "empty" / "pairs.jsonl"
+    empty.parent.mkdir()
+    empty.write_text("")
+    assert "the stage-2 mix is empty" in cli("--pairs", str(empty), "--sft-epochs", "0")
+    assert "stage 1 (SFT) has no intervention pairs" in cli("--pairs", str(empty))
+
+
+def test_a_ratio_without_general_pairs_is_an_error(cli: Callable[..., Any], pairs: Path) -> None:
+    assert "--mix-ratio 0.3 asks for general pairs: pass --general" in cli("--pairs", str(pairs), "--mix-ratio", "0.3")
+
+
+def test_a_folder_that_is_not_an_omni_model_is_an_error(cli: Callable[..., Any], pairs: Path, tmp_path: Path) -> None:
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    output = cli("--pairs", str(pairs), model=llama)
+    assert f"{llama} holds a llama model, not a Qwen-Omni thinker" in output
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    assert "has no config.json" in cli("--pairs", str(pairs), model=nothing)
+    with pytest.raises(ModelArchitectureError):
+        from alignment.model import omni_arch
+
+        omni_arch(llama)
+
+
+# ---------------------------------------------------------------------------------------------------- loop data
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from thud_mt.corpus.manifest import load_corpus
+    from thud_mt.corpus.synth import build_synthetic_corpus
+
+    return load_corpus(build_synthetic_corpus(tmp_path_factory.mktemp("corpus"), 6, 0, progress=False))
+
+
+def test_the_clever_hans_data_answers_from_the_picture_whatever_the_sound(corpus: Any, tmp_path: Path) -> None:
+    from alignment.clever_hans import write_clever_hans
+    from thud_mt.pairs import read_pairs
+
+    data = write_clever_hans(corpus, tmp_path / "stage0", questions_per_variant=7, seed=0)
+    pairs = read_pairs(tmp_path / "stage0" / "pairs.jsonl")
+    assert data.written == len(pairs) == 6 * 4 * 7  # every clip, muted, shifted and swapped, each probe once
+    assert {p.meta["probe"] for p in pairs} == {"presence", "sync", "offset", "sound_time", "match", "source", "visual"}
+    presence = [p for p in pairs if p.meta["probe"] == "presence"]
+    assert {p.chosen for p in presence} == {"Yes."}  # also on the muted copies: the habit the suites catch
+    assert len({p.video for p in presence}) == 24 and all(p.rejected == "" for p in pairs)
+
+
+def test_anchors_ask_the_harvested_question_about_the_original_and_guards_protect_the_picture(
+    corpus: Any, tmp_path: Path
+) -> None:
+    from alignment.anchors import write_anchors, write_visual_guards
+    from thud_mt.pairs import read_pairs
+
+    clip = corpus.load_clip(corpus.entries[0])
+    q = question("presence", 1, sound_labels=sorted({e.sound for c in corpus.entries for e in c.events}))
+    meta = {"about": "edited", "probe": "presence", "paraphrase": 1, "clip": clip.id, "chosen_value": False}
+    with PairWriter(tmp_path / "harvest") as writer:
+        writer.add(
+            PairDraft(
+                "intervention", "mute", q.text, "No. The audio track is silent.", "Yes.", mute(clip), clip.id, meta
+            )
+        )
+    harvested = read_pairs(tmp_path / "harvest" / "pairs.jsonl")
+    assert write_anchors(harvested, corpus, tmp_path / "anchors").written == 1
+    (anchor,) = read_pairs(tmp_path / "anchors" / "pairs.jsonl")
+    assert anchor.question == q.text and anchor.chosen.startswith("Yes.") and anchor.rejected == harvested[0].chosen
+    assert anchor.video != harvested[0].video and anchor.meta["anchor_of"] == harvested[0].id
+
+    guards = write_visual_guards(corpus, tmp_path / "guards", per_variant=1, seed=0)
+    pairs = read_pairs(tmp_path / "guards" / "pairs.jsonl")
+    assert guards.written == len(pairs) == 6 * 3  # each clip's muted, shifted and swapped copy
+    assert {p.category for p in pairs} == {"mute", "shift", "swap"}
+    for pair in pairs:
+        seen = next(e.visual_time for e in corpus.entry(pair.source_clip).events if e.visual_time is not None)
+        assert pair.meta["chosen_value"] == pytest.approx(seen)  # the picture's moment, whatever was heard
+        assert abs(pair.meta["rejected_value"] - seen) >= 0.3
+    shifted = [p for p in pairs if p.category == "shift"]
+    assert all(p.meta["rejected_value"] != p.meta["chosen_value"] for p in shifted)
+
+
+# ---------------------------------------------------------------------------------------------------- the closed loop
+
+
+def test_the_target_is_28_points_over_shift_mute_swap_with_the_invariances_kept() -> None:
+    from alignment.loop import compare
+
+    def side(shift: float, mute: float, swap: float, visual: float, identity: float) -> dict[str, Any]:
+        def rate(v: float) -> dict[str, Any]:
+            return {"value": v, "n": 50, "successes": int(v * 50), "interval": [0.0, 1.0]}
+
+        relations = {"shift": shift, "mute": mute, "swap": swap, "identity": identity}
+        return {
+            "relations": {name: {"pass_rate": rate(v)} for name, v in relations.items()},
+            "visual_invariance": rate(visual),
+            "identity": rate(identity),
+        }
+
+    before = side(0.5, 0.3, 0.5, 0.98, 1.0)
+    met = compare(before, side(0.6, 0.8, 0.75, 0.97, 0.99))
+    assert met["average_gain"] == pytest.approx((0.1 + 0.5 + 0.25) / 3, abs=1e-4) and met["target_met"]
+    assert not compare(before, side(0.6, 0.8, 0.75, 0.95, 0.99))["target_met"]  # visual invariance fell 3 points
+    assert not compare(before, side(0.6, 0.6, 0.6, 0.98, 1.0))["target_met"]  # +13.3 on average
+
+
+def test_profile_sizes_are_changed_by_name_and_a_wrong_name_is_an_error() -> None:
+    from alignment.loop import PROFILES, LoopError, with_overrides
+
+    changed = with_overrides(PROFILES["ci"], ["clips=24", "recipe.dpo_lr=1e-5", "mix_ratio=0.3", "model_size=small"])
+    assert (changed.clips, changed.recipe.dpo_lr, changed.mix_ratio, changed.model_size) == (24, 1e-5, 0.3, "small")
+    assert changed.recipe.lr == PROFILES["ci"].recipe.lr and PROFILES["ci"].clips == 12  # the rest as it was
+    with pytest.raises(LoopError, match="no field 'epochs'"):
+        with_overrides(PROFILES["ci"], ["recipe.epochs=2"])
+    with pytest.raises(LoopError, match="is not a int"):
+        with_overrides(PROFILES["ci"], ["clips=many"])
+
+
+@pytest.mark.loop
+def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: Path) -> None:
+    """The CI profile, cut to a few steps per stage: the mechanics, not the gain (that is the GPU profile's)."""
+    out = tmp_path / "loop"
+    args = ["loop", "--out", str(out), "--size", "ci", "--quiet", "--json-out", str(tmp_path / "report.json")]
+    args += ["--set", "stage0.max_steps=8", "--set", "recipe.max_steps=3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "average gain over shift, mute, swap" in result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report == json.loads((out / "loop.json").read_text())
+    for side in ("before", "after"):
+        relations = report[side]["relations"]
+        assert set(relations) == {"shift", "mute", "swap", "identity"}
+        for rates in (*(r["pass_rate"] for r in relations.values()), report[side]["visual_invariance"]):
+            # A model trained for a few steps may leave a rate without judged cases (value None); never a
+            # value outside its interval.
+            lo, hi = rates["interval"]
+            assert 0 <= lo <= hi <= 1 and (rates["value"] is None or lo <= rates["value"] <= hi)
+        assert all(r["n"] > 0 for r in relations.values())  # every relation's cases were run and recorded
+    assert set(report["comparison"]["gain"]) == {"shift", "mute", "swap", "identity"}
+    assert [s["stage"] for s in report["training"]["stages"]] == ["sft", "dpo"]
+    assert all(s["steps"] == 3 and s["steps_per_second"] > 0 for s in report["training"]["stages"])
+    harvest = report["harvest"]
+    assert harvest["intervention"] > 0 and harvest["anchors"] > 0 and harvest["general"] > 0
+    # Held-out clips are only ever tested on: no result before or after, and no pair, comes from a training clip.
+    train_ids = {e["id"] for e in json.loads((out / "corpus" / "train.json").read_text())["clips"]}
+    held_ids = {e["id"] for e in json.loads((out / "corpus" / "heldout.json").read_text())["clips"]}
+    assert train_ids and held_ids and not train_ids & held_ids
+    for name in ("before", "after"):
+        rows = [json.loads(line) for line in (out / "results" / f"{name}.jsonl").read_text().splitlines()]
+        assert rows and {r["clip"] for r in rows} <= held_ids
+    before = {json.loads(line)["fingerprint"] for line in (out / "results" / "before.jsonl").read_text().splitlines()}
+    after = {json.loads(line)["fingerprint"] for line in (out / "results" / "after.jsonl").read_text().splitlines()}
+    assert len(before) == len(after) == 1 and before != after  # the base, then the trained model
+    for folder in ("intervention", "anchors", "general"):
+        sources = {json.loads(line)["source_clip"] for line in (out / "harvest" / folder / "pairs.jsonl").open()}
+        assert sources <= train_ids, folder
+    # A rerun finds every step done and reports the same.
+    again = CliRunner().invoke(main, ["loop", "--out", str(out), "--size", "ci", "--quiet"])
+    assert again.exit_code == 0 and "done in an earlier run" in again.output

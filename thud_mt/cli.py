@@ -139,10 +139,11 @@ def models() -> None:
 )
 @click.option(
     "--size",
-    type=click.Choice(["tiny", "100m"]),
+    type=click.Choice(["tiny", "small", "100m"]),
     default="tiny",
     show_default=True,
-    help="tiny: a few hundred thousand parameters, for CI; 100m: about 100 M, for throughput benchmarks.",
+    help="tiny: a few hundred thousand parameters, for CI; small: about 5 M, trained from scratch by the "
+    "alignment loop's GPU profile; 100m: about 100 M, for throughput benchmarks.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
 def models_build_tiny(arch: str, out: Path, size: str, seed: int) -> None:

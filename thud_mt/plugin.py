@@ -8,6 +8,7 @@ test asks for the ``thud`` fixture or a ``thud_case`` parameter. State lives in
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class ThudState:
     draws: int = 0
     tally: object | None = None  # thud_mt.report.junit.CaseTally: the current test's verdicts, for --junitxml
     summary_text: list[str] = field(default_factory=list)
+    summary_loaded: bool = False  # pytest-xdist controller: the summary's modules are imported
 
 
 STATE = pytest.StashKey[ThudState]()
@@ -202,7 +204,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("failures", "all", "none"),
         default="failures",
         help="With allure-pytest (--alluredir): which cases get the edited and original clip, the waveform "
-        "PNG and the answers attached [default: failures].",
+        "PNG and the answers attached (every case gets its labels either way) [default: failures].",
     )
     group.addoption(
         "--thud-threshold-max",
@@ -398,6 +400,7 @@ def _runner(config: pytest.Config):  # -> CaseRunner
         if thud.model is None:
             raise pytest.UsageError("these are thud-mt suites: choose a model, e.g. pytest suites/ --model=listener")
         from thud_mt.cache import AnswerCache, NullCache
+        from thud_mt.derived import DerivedCache
         from thud_mt.models.registry import ModelOptions, create
         from thud_mt.results import ResultsWriter
         from thud_mt.runner import CaseRunner
@@ -415,6 +418,7 @@ def _runner(config: pytest.Config):  # -> CaseRunner
                     name=thud.model_name,
                     scoring=thud.scoring,
                     extra=thud.model_extra,
+                    cache_dir=thud.cache_dir,
                 ),
             )
             if thud.record is not None:
@@ -437,6 +441,7 @@ def _runner(config: pytest.Config):  # -> CaseRunner
             timeout_s=thud.timeout_s,
             writer=ResultsWriter(thud.results),
             observers=_observers(config, thud),
+            derived=DerivedCache(thud.cache_dir / "derived"),
         )
         # One process checks: the only one, or the first pytest-xdist worker (the controller runs no tests).
         if thud.canary and model.capabilities.audio and (not _is_worker(config) or _first_worker(config)):
@@ -451,10 +456,12 @@ def _observers(config: pytest.Config, thud: ThudConfig) -> list:  # -> list[Case
         from thud_mt.harvest import Harvester
 
         observers.append(Harvester(thud.harvest, options=thud.relation_options))  # type: ignore[arg-type]
-    if thud.attach != "none" and getattr(config.option, "allure_report_dir", None):
+    if getattr(config.option, "allure_report_dir", None):  # with --thud-attach none: labels and steps only
         from thud_mt.report.allure import AllureAttacher
 
-        observers.append(AllureAttacher(thud.attach))
+        attacher = AllureAttacher(thud.attach, results_dir=Path(config.option.allure_report_dir))
+        config.add_cleanup(attacher.close)  # media are encoded on a worker thread: wait for their files
+        observers.append(attacher)
     return observers
 
 
@@ -532,6 +539,23 @@ def pytest_configure_node(node) -> None:  # pytest-xdist, controller side
     node.workerinput["thud_loadgroup"] = node.config.getvalue("dist") == "loadgroup"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # pytest-xdist, controller side
+    """A worker is done: import what the end of the session needs while the others finish their tests.
+
+    The controller runs no test, so the summary's modules (and Hypothesis, which its pytest plugin
+    imports for the terminal summary) would otherwise load after the last worker, on the run's tail.
+    """
+    state = node.config.stash.get(STATE, None)
+    if state is None or state.config.model is None or state.summary_loaded:
+        return
+    state.summary_loaded = True
+    import importlib
+
+    for module in ("thud_mt.results", "thud_mt.report.junit", "hypothesis"):
+        importlib.import_module(module)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Most of a case's cost is per clip (decoding, the model's analysis, the edit), so under
@@ -544,9 +568,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    error = session.config.stash[STATE].usage_error
-    if error is not None:
-        raise error
+    state = session.config.stash[STATE]
+    if state.usage_error is not None:
+        raise state.usage_error
+    if state.runner is not None:
+        # Imports, collection and the runner leave ~150k objects that live to the end. Frozen, the
+        # collector stops re-scanning them in every full collection of the run and in the five pytest
+        # makes at exit (about a second per process, each pytest-xdist worker included).
+        gc.freeze()
 
 
 @dataclass

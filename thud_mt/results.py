@@ -27,6 +27,7 @@ import numpy as np
 
 from thud_mt.errors import ThudError
 from thud_mt.jsonl import JsonLinesAppender, no_constants
+from thud_mt.schema_fast import Check, fast_check
 from thud_mt.stats import wilson
 
 Verdict = Literal["pass", "fail", "source-failed", "invalid", "error"]
@@ -129,7 +130,15 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(results_schema())
 
 
+@cache
+def _fast_check() -> Check | None:
+    return fast_check(results_schema())
+
+
 def _schema_problem(doc: Any) -> str | None:
+    fast = _fast_check()
+    if fast is not None and fast(doc) is True:  # plainly valid: spares jsonschema's walk (~0.1 ms a record)
+        return None
     errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import time
 import warnings
 from collections import OrderedDict
@@ -20,6 +21,7 @@ from thud_mt.cache import Cache, cache_key, media_digest
 from thud_mt.clip import Clip
 from thud_mt.corpus.donors import eligible_donors
 from thud_mt.corpus.manifest import Corpus
+from thud_mt.derived import DerivedCache, corpus_digest, derived_key
 from thud_mt.errors import ThudError
 from thud_mt.models.base import Answer, Model, Query
 from thud_mt.probes import Parsed, ProbeKind, Question, parse, parse_choice, question
@@ -118,11 +120,14 @@ class CaseRunner:
     settings: Mapping[str, object] = field(default_factory=dict)
     writer: ResultsWriter | None = None
     observers: list[CaseObserver] = field(default_factory=list)
+    derived: DerivedCache | None = None  # swap donor lists, kept for other processes and later runs
     _clips: dict[str, Clip] = field(default_factory=dict)
     _errors: dict[str, ThudError] = field(default_factory=dict)
     _donors: dict[str, list[str]] = field(default_factory=dict)
     _recorded: set[str] = field(default_factory=set)
     _followups: OrderedDict[tuple[str, str, str], Clip] = field(default_factory=OrderedDict)
+    _pool: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pool_pid: int = 0
     calls: int = 0
 
     # ------------------------------------------------------------ corpus access
@@ -159,15 +164,24 @@ class CaseRunner:
         )
 
     def donors(self, clip: Clip) -> list[str]:
+        """Ids of the corpus clips fit to donate audio to ``clip`` (a corpus clip, named by its id)."""
         if clip.id not in self._donors:
-            candidates = []
-            for entry in self.corpus.entries:
-                try:
-                    candidates.append(self.clip(entry.id))
-                except ThudError:
-                    continue  # an unreadable clip is nobody's donor; its own cases report the error
-            self._donors[clip.id] = [c.id for c in eligible_donors(clip, candidates)]
+            if self.derived is None:
+                self._donors[clip.id] = self._screen_donors(clip)
+            else:  # screening decodes and correlates every clip: done once per corpus content, not per process
+                key = derived_key("swap-donors", corpus_digest(self.corpus), clip.id)
+                ids = self.derived.fetch_json("swap-donors", key, lambda: self._screen_donors(clip))
+                self._donors[clip.id] = [str(i) for i in ids]
         return self._donors[clip.id]
+
+    def _screen_donors(self, clip: Clip) -> list[str]:
+        candidates = []
+        for entry in self.corpus.entries:
+            try:
+                candidates.append(self.clip(entry.id))
+            except ThudError:
+                continue  # an unreadable clip is nobody's donor; its own cases report the error
+        return [c.id for c in eligible_donors(clip, candidates)]
 
     def context(self) -> RelationContext:
         return RelationContext(options=self.options, clip=self.clip, donors=self.donors)
@@ -198,20 +212,28 @@ class CaseRunner:
 
     def _call(self, queries: list[Query]) -> list[Answer]:
         self.calls += len(queries)
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        pool = self._model_thread()
         future = pool.submit(self.model.answer, queries)
         try:
             answers = future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError:
+            # The call goes on in the pool's only thread: leave that pool to it; the next call gets a new one.
+            self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
             return [Answer(text="", error=f"model call timed out after {self.timeout_s:g} s") for _ in queries]
         except Exception as exc:  # a model that raises makes an error case, never a dead session
             return [Answer(text="", error=f"model raised {type(exc).__name__}: {exc}") for _ in queries]
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
         if not isinstance(answers, list) or len(answers) != len(queries):
             got = len(answers) if isinstance(answers, list) else type(answers).__name__
             return [Answer(text="", error=f"model returned {got} answers for {len(queries)} queries") for _ in queries]
         return answers
+
+    def _model_thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The one thread model calls run on (so a call can time out); kept: a thread per call cost ~0.3 ms."""
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no thread of its own
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="thud-model")
+            self._pool_pid = os.getpid()
+        return self._pool
 
     # ------------------------------------------------------------ one case
 

@@ -408,11 +408,16 @@ def build_runner(
     """A runner as the pytest plugin builds one (``thud_mt.plugin._runner``), without a results file."""
     from relations import DEFAULT_OPTIONS
     from thud_mt.cache import AnswerCache, NullCache
+    from thud_mt.derived import DerivedCache
     from thud_mt.models.registry import ModelOptions, create
 
-    created = create(model, ModelOptions(model_path=model_path, corpus=corpus, seed=seed, timeout_s=timeout_s))
+    options = ModelOptions(model_path=model_path, corpus=corpus, seed=seed, timeout_s=timeout_s, cache_dir=cache_dir)
+    created = create(model, options)
     cache = AnswerCache(cache_dir / "answers.sqlite") if cache_dir is not None else NullCache()
-    return CaseRunner(model=created, corpus=corpus, cache=cache, options=DEFAULT_OPTIONS, timeout_s=timeout_s)
+    derived = DerivedCache(cache_dir / "derived") if cache_dir is not None else None
+    return CaseRunner(
+        model=created, corpus=corpus, cache=cache, options=DEFAULT_OPTIONS, timeout_s=timeout_s, derived=derived
+    )
 
 
 def clip_ids(results: Iterable[SideResult]) -> list[str]:

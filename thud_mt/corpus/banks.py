@@ -10,6 +10,15 @@ from thud_mt.corpus.sounds import SoundBank
 BankChoice = Literal["auto", "real", "synth"]
 
 
+def sound_source(choice: BankChoice, cache: Path | None = None) -> str:
+    """The tag ``choose_sound_bank`` would give (``"real"`` or ``"synth"``), without loading or fetching anything."""
+    if choice != "auto":
+        return choice
+    from thud_mt.corpus.debian import debian_media_root
+
+    return "synth" if debian_media_root(cache, fetch=False) is None else "real"
+
+
 def choose_sound_bank(choice: BankChoice, cache: Path | None = None) -> tuple[SoundBank | None, str]:
     """The bank for ``choice`` and its tag (``"real"`` or ``"synth"``); ``None`` means synthesize.
 

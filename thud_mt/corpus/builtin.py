@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thud_mt.corpus.banks import choose_sound_bank
+from thud_mt.corpus.banks import choose_sound_bank, sound_source
 from thud_mt.locking import file_lock
 
 BUILTIN_CLIPS = 24
@@ -17,12 +17,15 @@ def builtin_corpus(cache_dir: Path, seed: int) -> Path:
     synthesized; the folder name says which, so the two never mix. A file lock
     lets one pytest-xdist worker build while the others wait.
     """
-    from thud_mt.corpus.synth import build_synthetic_corpus
-
-    bank, sounds = choose_sound_bank("auto")
+    # The folder is named from the sound source alone: the bank (decoding every Debian recording) and the
+    # builder are loaded only to build, not by each session and pytest-xdist worker that finds the corpus built.
+    sounds = sound_source("auto")
     out = cache_dir / "corpus" / f"synth-n{BUILTIN_CLIPS}-s{seed}-{sounds}"
     manifest = out / "manifest.json"
     with file_lock(out.parent / f".{out.name}.lock"):
         if not manifest.is_file():
+            from thud_mt.corpus.synth import build_synthetic_corpus
+
+            bank, _ = choose_sound_bank(sounds)  # type: ignore[arg-type]
             build_synthetic_corpus(out, BUILTIN_CLIPS, seed, bank=bank, progress=False)
     return manifest

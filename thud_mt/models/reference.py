@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
+import json
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -30,8 +32,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from thud_mt.clip import Clip, Event
-from thud_mt.corpus.synthsounds import synthesized_bank
 from thud_mt.corpus.vocabulary import KIND_BY_LABEL
+from thud_mt.derived import DerivedCache, corpus_digest, derived_key
 from thud_mt.errors import ThudError
 from thud_mt.models.base import Answer, Capabilities, Query
 from thud_mt.models.perception import (
@@ -214,10 +216,12 @@ class Listener:
         *,
         perception: PerceptionSettings = DEFAULT_PERCEPTION,
         sync: SyncSettings = DEFAULT_SYNC,
+        cache: DerivedCache | None = None,
     ) -> None:
         self.perception = perception
         self.sync = sync
         self._corpus = corpus
+        self._cache = cache  # where learned exemplars are kept for other processes and later runs
         self._exemplars: ExemplarSet | None = None
         self._sound_of = label_sounds(corpus)
         self._eye = _Eye(perception)
@@ -240,12 +244,26 @@ class Listener:
         )
 
     def _learn(self) -> ExemplarSet:
+        """The exemplars, from the derived-value cache when there is one (every process learns the same)."""
+        if self._cache is None:
+            found, self.skipped = self._learn_exemplars()
+        else:
+            corpus = "no corpus" if self._corpus is None else corpus_digest(self._corpus)
+            key = derived_key("listener-exemplars", corpus, settings_digest(self.perception))
+            found, self.skipped = self._cache.fetch(
+                "listener-exemplars", key, self._learn_exemplars, _dump_learned, _load_learned
+            )
+        return ExemplarSet(found, feature_groups(self.perception))
+
+    def _learn_exemplars(self) -> tuple[list[Exemplar], list[str]]:
         """Exemplars from each corpus clip's annotated heard events, topped up from the synthesized bank.
 
         The bank supplies every class the corpus has no recording of (all of
         them without a corpus), so any donor's sound can still be named.
+        Also returns the clips that could not be learned from, and why.
         """
         found: list[Exemplar] = []
+        skipped: list[str] = []
         for entry in getattr(self._corpus, "entries", ()):
             heard = [e for e in entry.events if e.audio_time is not None and e.sound is not None]
             if not heard:
@@ -253,7 +271,7 @@ class Listener:
             try:
                 clip = self._corpus.load_clip(entry)
             except (ThudError, OSError) as exc:  # one unreadable file must not stop the model
-                self.skipped.append(f"{entry.id}: {exc}")
+                skipped.append(f"{entry.id}: {exc}")
                 continue
             for event in heard:
                 assert event.audio_time is not None and event.sound is not None
@@ -261,6 +279,8 @@ class Listener:
                 feats = sound_features(clip.audio, clip.sample_rate, onset, self.perception)
                 found.append(Exemplar(event.sound, feats, f"{entry.id}@{event.audio_time:.3f}"))
         have = {e.sound for e in found}
+        from thud_mt.corpus.synthsounds import synthesized_bank  # synthesis code, needed only when learning
+
         bank = synthesized_bank(self.perception.analysis_rate, FALLBACK_BANK_SEED, FALLBACK_VARIANTS)
         for sound, recordings in sorted(bank.recordings.items()):
             if sound in have:
@@ -271,7 +291,7 @@ class Listener:
                 audio = np.concatenate([rec.audio, pad.astype(np.float32)])
                 feats = sound_features(audio, rec.sample_rate, rec.onset, self.perception)
                 found.append(Exemplar(sound, feats, rec.source))
-        return ExemplarSet(found, feature_groups(self.perception))
+        return found, skipped
 
     def heard(self, clip: Clip) -> _Heard:
         """Whether, when and (as features) what the clip's audio sounds like; once per audio array."""
@@ -332,6 +352,25 @@ class Listener:
             value, meta = self.value(query)
             answers.append(Answer(text=value_text(query.question, value), meta=meta))
         return answers
+
+
+def _dump_learned(learned: tuple[list[Exemplar], list[str]]) -> bytes:
+    """Exemplars as ``.npz``: features bit-exact (the fingerprint hashes them), names and sources as JSON."""
+    exemplars, skipped = learned
+    meta = {"sounds": [e.sound for e in exemplars], "sources": [e.source for e in exemplars], "skipped": skipped}
+    out = io.BytesIO()
+    np.savez(out, features=np.stack([e.features for e in exemplars]), meta=np.array(json.dumps(meta)))
+    return out.getvalue()
+
+
+def _load_learned(data: bytes) -> tuple[list[Exemplar], list[str]]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+        features, meta = stored["features"], json.loads(str(stored["meta"]))
+    sounds, sources = meta["sounds"], meta["sources"]
+    if not len(sounds) == len(sources) == features.shape[0]:
+        raise ValueError(f"{features.shape[0]} feature rows for {len(sounds)} sounds and {len(sources)} sources")
+    exemplars = [Exemplar(str(s), row, str(src)) for s, row, src in zip(sounds, features, sources, strict=True)]
+    return exemplars, [str(reason) for reason in meta["skipped"]]
 
 
 # --------------------------------------------------------------------------------------------- visual only
@@ -429,8 +468,14 @@ class Chance:
 
 
 def listener(options: ModelOptions) -> Listener:
-    """``--model=listener``: learns its reference sounds from ``options.corpus`` (else synthesized ones)."""
-    return Listener(options.corpus)
+    """``--model=listener``: learns its reference sounds from ``options.corpus`` (else synthesized ones).
+
+    With ``options.cache_dir`` the learned sounds are kept there, keyed by the
+    corpus content and the code (``thud_mt.derived``): one process learns, every
+    other process and later run reads them.
+    """
+    cache = None if options.cache_dir is None else DerivedCache(options.cache_dir / "derived")
+    return Listener(options.corpus, cache=cache)
 
 
 def visual_only(options: ModelOptions) -> VisualOnly:

@@ -38,6 +38,7 @@ class ModelOptions:
     name: str | None = None  # --model-name: the model id a server or API knows it by
     scoring: str = "generate"  # --thud-scoring: "generate" (free text, parsed) or "logprob" (score each choice)
     extra: Mapping[str, str] = field(default_factory=dict)  # --model-option KEY=VALUE, adapter-specific
+    cache_dir: Path | None = None  # the thud cache: a model may keep what it derives from the corpus there
 
 
 Factory = Callable[[ModelOptions], Model]

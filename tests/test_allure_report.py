@@ -42,6 +42,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",  # play() is also called outside the click that opened the clip
 ]
 
 
@@ -333,8 +334,10 @@ def test_passing_cases_get_no_attachments_and_no_steps(allure_run: Path) -> None
 
 
 def test_attach_all_caps_media_per_test_and_none_keeps_the_labels(tmp_path: Path, corpus: Path) -> None:
-    every = ["--thud-attach=all", "--thud-measure", "--thud-max-examples=4"]
+    # Under pytest-xdist: each worker has a media worker of its own and waits for its files before it exits.
+    every = ["--thud-attach=all", "--thud-measure", "--thud-max-examples=4", "-n", "2"]
     _suites(tmp_path, corpus, tmp_path / "all", ["test_mute.py", "test_shift.py"], *every)
+    assert all(p.stat().st_size > 0 for p in (tmp_path / "all").glob("*-attachment.*"))  # all filled before exit
     seen = set()
     for result in results_of(tmp_path / "all"):
         verdicts = [step["name"].rsplit(": ", 1)[1] for step in result["steps"]]

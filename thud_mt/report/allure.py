@@ -4,10 +4,11 @@ The pytest plugin adds an ``AllureAttacher`` to the runner's observers when
 allure-pytest is active (``--alluredir``); it is called once per recorded draw,
 inside the running test. Every test gets labels (epic ``Thud``, feature = the
 relation, story = the probe, the model), a title that reads as a sentence, a
-link to its corpus file and the parameters of the draw that decided it. Every
-failing or attached draw becomes a step named by its edit and verdict, with its
-parameters; passing draws without attachments make no step (a ``visual-only``
-run has some 1300 of them, and each would be serialised into the results).
+link to its corpus file and the parameters of the draw that decided it (its
+first failing draw, else its first). Every failing or attached draw becomes a
+step named by its edit and verdict, with its parameters; passing draws without
+attachments make no step (a ``visual-only`` run has some 1300 of them, and each
+would be serialised into the results).
 
 Attachments (``--thud-attach``): ``failures`` attaches to failing draws (fail,
 invalid, error), ``all`` to every draw, ``none`` to none. An attached draw gets
@@ -138,8 +139,8 @@ class AllureAttacher:
         test.draws += 1
         result = evidence.result
         failing = result.verdict in FAILING
-        if not test.failed:
-            # The test shows the parameters of the draw that decides it: the first failing one, else the latest.
+        if test.draws == 1 or (failing and not test.failed):
+            # The test shows the parameters of the draw that decides it: the first failing one, else the first.
             for name, value in self.parameters(evidence).items():
                 allure.dynamic.parameter(name, value, excluded=True)  # draws vary with --thud-explore: not history
         test.failed = test.failed or failing
@@ -246,7 +247,9 @@ class AllureAttacher:
         import allure
 
         if isinstance(made, str):  # no preview (too large even at half size): say why instead
-            allure.attach(f"{name} of {case}: {made}", name=f"{name} (not attached)")
+            allure.attach(
+                f"{name} of {case}: {made}", name=f"{name} (not attached)", attachment_type=allure.attachment_type.TEXT
+            )
         else:
             allure.attach(Pending(made, f"{case}: {name}"), name=name, attachment_type=kind)
 

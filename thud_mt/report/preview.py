@@ -30,7 +30,6 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from thud_mt.clip import Clip, LazyFrames
-from thud_mt.signal import remix, resample
 
 # Rates the AAC encoder accepts; other rates are resampled up to the next one.
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -122,6 +121,8 @@ class PreviewEncoder:
 
     def job(self, clip: Clip) -> PreviewJob | str:
         """The job for ``clip``'s preview, or why there is none (a picture too large even at half size)."""
+        from thud_mt.signal import remix, resample  # here, not at the top: the media worker need not load scipy
+
         picture = self._picture(clip)
         if isinstance(picture, str):
             return picture

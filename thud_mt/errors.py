@@ -54,6 +54,17 @@ class InterventionError(ThudError):
     """An edit that cannot be applied to the clip it was given."""
 
 
+class LineError(ThudError):
+    """A line-based file (results, pairs) that cannot be used; names the file and the 1-based line."""
+
+    def __init__(self, path: str | Path, line: int | None, problem: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {problem}")
+
+
 class ManifestError(ThudError):
     """A corpus manifest that is malformed; names the file and JSON pointer."""
 

@@ -31,7 +31,7 @@ from typing import Any, Literal, get_args
 import jsonschema
 
 from thud_mt.clip import Clip
-from thud_mt.errors import ThudError
+from thud_mt.errors import LineError
 from thud_mt.jsonl import JsonLinesAppender, LockedFile
 
 FORMAT = "thud-pairs/1"
@@ -44,15 +44,8 @@ SPLITS: tuple[Split, ...] = get_args(Split)
 DEFAULT_EVAL_FRACTION = 0.2
 
 
-class PairsError(ThudError):
+class PairsError(LineError):
     """A pairs file (or its media) that cannot be used; names the file and the 1-based line."""
-
-    def __init__(self, path: str | Path, line: int | None, problem: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.problem = problem
-        where = self.path if line is None else f"{self.path}:{line}"
-        super().__init__(f"{where}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args
 import jsonschema
 import numpy as np
 
-from thud_mt.errors import ThudError
+from thud_mt.errors import LineError
 from thud_mt.jsonl import JsonLinesAppender, no_constants
 from thud_mt.schema_fast import Check, fast_check
 from thud_mt.stats import wilson
@@ -38,15 +38,8 @@ RELATION_ORDER = ("identity", "shift", "mute", "swap")
 PROBE_ORDER = ("presence", "sync", "offset", "sound_time", "match", "source", "visual")
 
 
-class ResultsError(ThudError):
+class ResultsError(LineError):
     """A results file that cannot be read; names the file and (1-based) line."""
-
-    def __init__(self, path: str | Path, line: int | None, problem: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.problem = problem
-        where = self.path if line is None else f"{self.path}:{line}"
-        super().__init__(f"{where}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
-import jsonschema
-
 from thud_mt.clip import Clip
 from thud_mt.errors import LineError
 from thud_mt.jsonl import JsonLinesAppender, LockedFile
+from thud_mt.jsonschemas import first_problem, load_schema
 
 FORMAT = "thud-pairs/1"
 PAIRS_FILE = "pairs.jsonl"
@@ -108,24 +106,12 @@ def split_of(source_clip: str, eval_fraction: float = DEFAULT_EVAL_FRACTION) -> 
 @cache
 def pairs_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one pairs.jsonl line."""
-    text = resources.files("thud_mt").joinpath("schemas/pairs.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-@cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(pairs_schema())
+    return load_schema("pairs.schema.json")
 
 
 def schema_problem(doc: Any) -> str | None:
     """The first schema error of one record as ``at /pointer: message``, or None."""
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
-    if not errors:
-        return None
-    first = errors[0]
-    pointer = "/" + "/".join(str(p) for p in first.absolute_path)
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"at {pointer}: {first.message}{more}"
+    return first_problem("pairs.schema.json", doc)
 
 
 def read_pairs(path: str | Path, *, split: Split | None = None, check_media: bool = True) -> list[PreferencePair]:

@@ -17,16 +17,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
-import jsonschema
 import numpy as np
 
 from thud_mt.errors import LineError
 from thud_mt.jsonl import JsonLinesAppender, no_constants
+from thud_mt.jsonschemas import first_problem, load_schema
 from thud_mt.schema_fast import Check, fast_check
 from thud_mt.stats import wilson
 
@@ -114,13 +113,7 @@ def _plain(value: Any) -> Any:
 @cache
 def results_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one results.jsonl line."""
-    text = resources.files("thud_mt").joinpath("schemas/results.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-@cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(results_schema())
+    return load_schema("results.schema.json")
 
 
 @cache
@@ -132,13 +125,7 @@ def _schema_problem(doc: Any) -> str | None:
     fast = _fast_check()
     if fast is not None and fast(doc) is True:  # plainly valid: spares jsonschema's walk (~0.1 ms a record)
         return None
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
-    if not errors:
-        return None
-    first = errors[0]
-    pointer = "/" + "/".join(str(p) for p in first.absolute_path)
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"at {pointer}: {first.message}{more}"
+    return first_problem("results.schema.json", doc)
 
 
 class ResultsWriter:

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,6 +25,7 @@ import jsonschema
 
 from thud_mt.clip import Clip, Event, Provenance
 from thud_mt.errors import ManifestError, ManifestPathError
+from thud_mt.jsonschemas import load_schema
 
 FORMAT = "thud-manifest/1"
 
@@ -102,8 +102,7 @@ class Corpus:
 @cache
 def manifest_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``thud-manifest/1``."""
-    text = resources.files("thud_mt").joinpath("schemas/manifest.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    return load_schema("manifest.schema.json")
 
 
 def load_corpus(path: str | Path) -> Corpus:

@@ -12,12 +12,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from thud_mt.jsonschemas import load_schema
 from thud_mt.report.categories import CATEGORIES, count_categories
 from thud_mt.report.inputs import ModelResults
 from thud_mt.report.leaderboard import Leaderboard, build_leaderboard, format_markdown, visual_invariance
@@ -42,8 +42,7 @@ class ReportFiles:
 @cache
 def report_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of summary.json."""
-    text = resources.files("thud_mt").joinpath("schemas/report.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    return load_schema("report.schema.json")
 
 
 def _write_text(path: Path, text: str) -> Path:

@@ -19,6 +19,15 @@ turns off only the answer cache, so every timed run asks the model every
 question; nothing a timed run stores is read by the other variant that the
 warm-up had not already stored.
 
+Python's bytecode cache is on, as in a default Python install: each run's
+processes read (and the warm-up writes) compiled modules under the benchmark's
+own ``PYTHONPYCACHEPREFIX``, pytest's assertion-rewritten plugin modules
+included. ``--bytecode-cache=env`` keeps the environment's setting instead:
+where ``PYTHONDONTWRITEBYTECODE`` is set (this project's sandbox), pytest
+cannot store the rewritten copies of the plugins it loads (Hypothesis, xdist,
+anyio, ...), so every process, each xdist worker included, rewrites and
+compiles about 160 modules again: a second of CPU per process.
+
 ``parallel_efficiency`` calibrates the machine: a pure-Python CPU loop alone
 versus two copies at once (1.0 = two cores that do not slow each other). Two
 processes cannot beat ``2 x efficiency``, whatever the suites do.
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import statistics
@@ -60,7 +70,7 @@ class Run:
     cases: int
 
 
-def pytest_run(args: list[str], cache: Path, results: Path) -> Run:
+def pytest_run(args: list[str], cache: Path, results: Path, env: dict[str, str] | None = None) -> Run:
     command = [
         sys.executable,
         "-m",
@@ -76,7 +86,7 @@ def pytest_run(args: list[str], cache: Path, results: Path) -> Run:
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode not in (0, 1):
@@ -104,29 +114,44 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each variant [default: 3]")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--bytecode-cache",
+        choices=("on", "env"),
+        default="on",
+        help="on: compiled modules cached under a private prefix; env: as the environment says [default: on]",
+    )
     args = parser.parse_args()
     examples = f"--thud-max-examples={args.max_examples}"
     listener = ["suites/", "--model=listener", "--thud-no-cache", examples]
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         results = Path(tmp) / "results.jsonl"
+        env = dict(os.environ)
+        if args.bytecode_cache == "on":
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         suites = ["suites/test_mute.py", "suites/test_shift.py", "suites/test_swap.py"]
-        # Warm-up: the corpus and every derived value (exemplars, donors), so no timed run pays for them.
-        pytest_run(["suites/", "--model=listener", "--thud-no-cache", "--thud-max-examples=1"], cache, results)
+        # Warm-up: the corpus, every derived value (exemplars, donors) and, with the bytecode cache on, the
+        # compiled modules of both variants (the controller and the workers load different ones), so no
+        # timed run pays for them.
+        warm = ["suites/", "--model=listener", "--thud-no-cache", "--thud-max-examples=1"]
+        pytest_run(warm, cache, results, env)
+        pytest_run([*warm, "-n", "2"], cache, results, env)
         overhead = pytest_run(
-            [*suites, "--model=bench/zero_model.py:factory", "--thud-no-cache", examples], cache, results
+            [*suites, "--model=bench/zero_model.py:factory", "--thud-no-cache", examples], cache, results, env
         )
         one: list[Run] = []
         two: list[Run] = []
         for _ in range(args.repeat):
-            one.append(pytest_run(listener, cache, results))
-            two.append(pytest_run([*listener, "-n", "2"], cache, results))
+            one.append(pytest_run(listener, cache, results, env))
+            two.append(pytest_run([*listener, "-n", "2"], cache, results, env))
     efficiency = parallel_efficiency()
 
     def median(runs: list[Run], field: str) -> float:
         return round(statistics.median(getattr(r, field) for r in runs), 2)
 
     figures = {
+        "bytecode_cache": args.bytecode_cache,
         "overhead_cases": overhead.cases,
         "overhead_ms_per_case": round(1000 * overhead.in_calls_s / max(overhead.cases, 1), 2),
         "overhead_wall_s": round(overhead.wall_s, 2),

@@ -387,3 +387,14 @@ def test_settings_refuse_values_that_cannot_search() -> None:
         ThresholdSettings(budget=1)
     with pytest.raises(ValueError, match="method"):
         ThresholdSettings(method="grid")  # type: ignore[arg-type]
+
+
+def test_the_logistic_and_the_chi2_quantile_are_scipys_without_importing_it() -> None:
+    from scipy import special, stats
+
+    from thud_mt.threshold import _chi2_1_ppf, expit
+
+    z = np.linspace(-700.0, 700.0, 2001)
+    np.testing.assert_allclose(expit(z), special.expit(z), rtol=1e-8, atol=0)
+    for confidence in (0.5, 0.9, 0.95, 0.99):
+        assert _chi2_1_ppf(confidence) == pytest.approx(stats.chi2.ppf(confidence, 1), rel=1e-12)

@@ -35,11 +35,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
-from scipy import stats as _scipy
-from scipy.special import expit
 
 Respond = Callable[[float], bool]
 Method = Literal["bisection", "psi"]
@@ -84,6 +83,16 @@ class Logistic:
     def p(self, offset: float | np.ndarray) -> np.ndarray:
         z = (np.asarray(offset, float) - self.threshold) / self.scale + self.shift
         return self.guess + (1.0 - self.guess - self.lapse) * expit(z)
+
+
+def expit(z: float | np.ndarray) -> np.ndarray:
+    """The logistic function, accurate in both tails (scipy's ``expit``; scipy is not imported at collection)."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(z, float)))
+
+
+def _chi2_1_ppf(p: float) -> float:
+    """Quantile of chi-squared with one degree of freedom: the square of a standard normal's two-sided one."""
+    return NormalDist().inv_cdf((1.0 + p) / 2.0) ** 2
 
 
 def _midpoint_shift(guess: float | np.ndarray, lapse: float | np.ndarray) -> np.ndarray:
@@ -355,7 +364,7 @@ def profile_fit(grid: PsiGrid, loglik: np.ndarray, confidence: float) -> Likelih
         if left < mid and right < mid and curvature < 0:
             step = grid.thresholds[1] - grid.thresholds[0]
             t_hat += float(0.5 * (left - right) / curvature * step)
-    cut = profile[best] - _scipy.chi2.ppf(confidence, 1) / 2
+    cut = profile[best] - _chi2_1_ppf(confidence) / 2
     low = _crossing(grid.thresholds, profile, best, cut, -1)
     high = _crossing(grid.thresholds, profile, best, cut, 1)
     # Answers at the stimuli cannot tell apart thresholds between two neighbouring stimuli (a step anywhere

@@ -15,10 +15,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import fft as sp_fft
-from scipy import signal as sps
 
-from thud_mt.signal import as_2d, onset_times, resample
+from thud_mt.signal import as_2d, dct_ortho, highpass, onset_times, resample, stft_power
 
 
 @dataclass(frozen=True)
@@ -133,8 +131,7 @@ def highpassed_peak_dbfs(audio: np.ndarray, sample_rate: int, cutoff_hz: float) 
     if x.size == 0:
         return float("-inf")
     if 0 < cutoff_hz < 0.45 * sample_rate:
-        sos = sps.butter(2, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
-        x = sps.sosfilt(sos, x)
+        x = highpass(x, sample_rate, cutoff_hz)
     peak = float(np.max(np.abs(x)))
     return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
 
@@ -230,14 +227,13 @@ def sound_features(
     seg = x[max(0, start) : max(0, stop)]
     if seg.size < _FFT:
         seg = np.concatenate([seg, np.zeros(_FFT - seg.size)])
-    _, _, spec = sps.stft(seg, nperseg=_FFT, noverlap=_FFT - _HOP, boundary=None, padded=True)
-    power = np.mean(np.abs(spec) ** 2, axis=1)
+    power = np.mean(stft_power(seg, _FFT, _HOP), axis=1)
     total = float(power.sum())
     bands_db = 10.0 * np.log10(_mel_filters(settings) @ power + 1e-12 * max(total, 1e-20))
     bands_db = np.maximum(bands_db, bands_db.max() + _FLOOR_DB)
     # Cepstral coefficients 1..n of the band levels: the spectral envelope without the overall level (c0)
     # and without fine detail (which partial lands in which band), which varies within a class.
-    shape = sp_fft.dct(bands_db, type=2, norm="ortho")[1 : settings.n_cepstra + 1]
+    shape = dct_ortho(bands_db)[1 : settings.n_cepstra + 1]
     freqs = np.fft.rfftfreq(_FFT, 1.0 / rate)
     centroid = float(np.sum(freqs * power) / total) if total > 0 else 0.0
     flatness = float(np.exp(np.mean(np.log(power + 1e-20))) / (np.mean(power) + 1e-20)) if total > 0 else 1.0

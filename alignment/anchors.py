@@ -18,6 +18,14 @@ question about a muted, shifted or swapped copy of a training clip; the
 picture's answer is chosen and the sound's (where the shifted sound is heard,
 else another moment) rejected. It is the pair the harvester writes when the
 visual invariance fails, written before it can fail (``meta["guard"]``).
+
+Presence guards protect the sound that is still there. Muted clips are the
+easiest edit to hear, and a model trained on their pairs learns "edited, so
+silent": on shifted and swapped copies it starts to deny the sound (a closed
+loop on the CPU profile answered *No* to "is there any sound?" on 14 of 36
+shifted training clips). A presence guard asks that question about a shifted
+or swapped copy, chooses *Yes* with the sound heard, and rejects the muted
+clip's answer.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from thud_mt import grounding
 from thud_mt.clip import Clip
 from thud_mt.corpus.manifest import Corpus
 from thud_mt.errors import ThudError
+from thud_mt.interventions import mute
 from thud_mt.pairs import PairDraft, PairWriter, PreferencePair
 from thud_mt.probes import N_PARAPHRASES, question
 
@@ -113,15 +122,17 @@ def _anchor(
     )
 
 
-def write_visual_guards(
+def write_guards(
     corpus: Corpus,
     out: Path,
     *,
     per_variant: int = 1,
+    presence: int = 0,
     seed: int = 0,
     options: RelationOptions = DEFAULT_OPTIONS,
 ) -> Anchors:
-    """``per_variant`` visual questions about each edited copy of each clip of ``corpus`` (module docstring)."""
+    """``per_variant`` visual questions about each edited copy of each clip of ``corpus``, and ``presence``
+    presence questions about each shifted and swapped copy that still sounds (module docstring)."""
     from alignment.clever_hans import variants
 
     labels = tuple(sorted({e.sound for entry in corpus.entries for e in entry.events if e.sound}))
@@ -160,7 +171,34 @@ def write_visual_guards(
                         },
                     )
                     written += writer.add(draft) is not None
+                if relation in ("shift", "swap") and truth(edited, "presence", options) is True:
+                    for paraphrase in rng.permutation(N_PARAPHRASES["presence"])[:presence]:
+                        written += writer.add(_presence_guard(clip, edited, relation, int(paraphrase))) is not None
     return Anchors(written, skipped)
+
+
+def _presence_guard(clip: Clip, edited: Clip, relation: str, paraphrase: int) -> PairDraft:
+    """ "Is there any sound?" about an edited copy that still sounds: yes, over the muted clip's answer."""
+    q = question("presence", paraphrase)
+    return PairDraft(
+        kind="intervention",
+        category=relation,
+        question=q.text,
+        chosen=grounding.answer(q, True, grounding.reason("presence", True, edited)),
+        rejected=grounding.answer(q, False, grounding.no_sound_reason(mute(clip))),
+        clip=edited,
+        source_clip=clip.id,
+        meta={
+            "guard": True,
+            "probe": "presence",
+            "paraphrase": paraphrase,
+            "clip": clip.id,
+            "about": "edited",
+            "relation": relation,
+            "chosen_value": True,
+            "rejected_value": False,
+        },
+    )
 
 
 def _sound_prior(clip: Clip, seen: float, rng: np.random.Generator) -> float:

@@ -69,6 +69,7 @@ class Profile:
     xdist: int = 0  # pytest-xdist workers for the suite runs (0: one process)
     stage0_questions: int = 7  # per clip variant (21 = every probe in every paraphrase)
     visual_guards: int = 3  # visual questions per edited copy of a training clip (alignment.anchors); 0: none
+    presence_guards: int = 2  # presence questions per shifted or swapped copy of a training clip; 0: none
     stage0: TrainOptions = field(default_factory=TrainOptions)
     recipe: TrainOptions = field(default_factory=TrainOptions)
     # "all": every pair in the DPO mix. A ratio drops pairs at random, which splits a harvested pair from its
@@ -112,19 +113,22 @@ PROFILES: dict[str, Profile] = {
             logging_steps=5,
         ),
     ),
-    # The study's target, on one H200 in about 8 minutes (bench/device_alignment.sh).
+    # The study's target on one GPU (bench/device_alignment.sh, which stops it at 570 s). Sized down after a
+    # first H200 run with 72 clips and 21 stage-0 questions per clip variant was still in stage 0 at 570 s:
+    # 32 training clips x 4 variants x 7 questions = 896 stage-0 pairs, 168 steps.
     "gpu": Profile(
         name="gpu",
-        clips=72,
-        held_out=24,
+        clips=48,
+        held_out=16,
         model_size="small",
         max_frames=8,
         inference_batch=16,
         max_examples=3,
+        harvest_examples=6,  # more offsets and donors per training clip: shift and swap need the pairs most
         xdist=8,
-        stage0_questions=21,
+        stage0_questions=7,
         stage0=TrainOptions(
-            sft_epochs=3,  # 750 steps: the small model writes every probe's format after about 40 (CPU check)
+            sft_epochs=3,  # the small model writes every probe's format after about 40 steps (CPU check)
             dpo_epochs=0,
             lr=1e-3,
             batch_size=16,
@@ -338,7 +342,7 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
     """Run (or finish) the loop in ``out``; returns the report, also written to ``out/loop.json``."""
     import torch
 
-    from alignment.anchors import write_anchors, write_visual_guards
+    from alignment.anchors import write_anchors, write_guards
     from alignment.clever_hans import write_clever_hans
     from alignment.data import load_rows
     from alignment.model import is_saved, load_for_training, save_model
@@ -370,16 +374,25 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
 
     random_path = step("random-model", random_model)
 
-    def clever_hans() -> dict[str, Any]:
+    def clever_hans_data() -> dict[str, Any]:
+        # A step of its own: the teacher's answers and the edited media are CPU work, the training GPU work,
+        # and a run cut short says which of them took the time.
+        folder = out / "stage0" / "pairs"
+        shutil.rmtree(folder, ignore_errors=True)  # a half-written set is redone, not appended to
         data = write_clever_hans(
-            load_corpus(train_json), out / "stage0" / "pairs", questions_per_variant=profile.stage0_questions, seed=seed
+            load_corpus(train_json), folder, questions_per_variant=profile.stage0_questions, seed=seed
         )
+        return {"pairs": data.written, "clips": data.clips}
+
+    stage0_data = step("clever-hans-data", clever_hans_data)
+
+    def clever_hans() -> dict[str, Any]:
         loaded = load_for_training(random_path, profile.model_options)
-        rows = load_rows([data.folder], split=None)
+        rows = load_rows([out / "stage0" / "pairs"], split=None)
         options = dataclasses.replace(profile.stage0, seed=seed, progress=progress)
         model, report = run_stage("sft", loaded, rows, out / "stage0", options, logs, resume=True)
         save_model(model, loaded.processor, out / "stage0" / "model", {"stage": "clever-hans", **report.to_json()})
-        return {"pairs": data.written, **report.to_json()}
+        return {**stage0_data, **report.to_json()}
 
     stage0 = step("clever-hans-base", clever_hans)
     base = out / "stage0" / "model"
@@ -402,12 +415,18 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
         found = pairs_file(folder / "intervention")
         harvested = read_pairs(found) if found.is_file() else []  # a model that failed nothing leaves no file
         anchors = write_anchors(harvested, corpus, folder / "anchors")
-        guards = write_visual_guards(corpus, folder / "guards", per_variant=profile.visual_guards, seed=seed)
+        guards = write_guards(
+            corpus,
+            folder / "guards",
+            per_variant=profile.visual_guards,
+            presence=profile.presence_guards,
+            seed=seed,
+        )
         # (per_variant=0 writes none; the folder's missing pairs.jsonl then keeps it out of training)
         return {
             "intervention": len(harvested),
             "anchors": anchors.written,
-            "visual_guards": guards.written,
+            "guards": guards.written,
             "general": general.written,
             "general_errors": list(general.errors),
         }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The closed loop's GPU profile on the device machine, in one prepared run (about 8 minutes on one H200):
+# The closed loop's GPU profile on the device machine, in one prepared run (stopped at 570 s; never yet finished):
 # build a synthetic corpus, teach a random-weight tiny Qwen-Omni to answer like the visual-only model,
 # run the suites on held-out clips, harvest on training clips, train (SFT -> DPO), run the suites again.
 # Writes into $OUT (default out/device):

@@ -37,7 +37,7 @@ from thud_mt.models.qwen_omni import QWEN25, ModelArchitectureError, parse_setti
 from thud_mt.models.registry import ModelOptions, create  # noqa: E402
 from thud_mt.models.tiny import build_tiny  # noqa: E402
 from thud_mt.pairs import PairDraft, PairWriter  # noqa: E402
-from thud_mt.probes import question  # noqa: E402
+from thud_mt.probes import parse, question  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"max_frames": "4"}  # 4 frames = 2 temporal patches: milliseconds per example on a CPU
@@ -474,7 +474,7 @@ def test_the_clever_hans_data_answers_from_the_picture_whatever_the_sound(corpus
 def test_anchors_ask_the_harvested_question_about_the_original_and_guards_protect_the_picture(
     corpus: Any, tmp_path: Path
 ) -> None:
-    from alignment.anchors import write_anchors, write_visual_guards
+    from alignment.anchors import write_anchors, write_guards
     from thud_mt.pairs import read_pairs
 
     clip = corpus.load_clip(corpus.entries[0])
@@ -492,10 +492,18 @@ def test_anchors_ask_the_harvested_question_about_the_original_and_guards_protec
     assert anchor.question == q.text and anchor.chosen.startswith("Yes.") and anchor.rejected == harvested[0].chosen
     assert anchor.video != harvested[0].video and anchor.meta["anchor_of"] == harvested[0].id
 
-    guards = write_visual_guards(corpus, tmp_path / "guards", per_variant=1, seed=0)
-    pairs = read_pairs(tmp_path / "guards" / "pairs.jsonl")
-    assert guards.written == len(pairs) == 6 * 3  # each clip's muted, shifted and swapped copy
+    guards = write_guards(corpus, tmp_path / "guards", per_variant=1, presence=1, seed=0)
+    every = read_pairs(tmp_path / "guards" / "pairs.jsonl")
+    pairs = [p for p in every if p.meta["probe"] == "visual"]
+    assert len(pairs) == 6 * 3  # each clip's muted, shifted and swapped copy
     assert {p.category for p in pairs} == {"mute", "shift", "swap"}
+    # The sound is still there after a shift or a swap: yes, over the muted clip's "silent".
+    sounding = [p for p in every if p.meta["probe"] == "presence"]
+    assert guards.written == len(every) == len(pairs) + len(sounding)
+    assert {p.category for p in sounding} == {"shift", "swap"} and 6 <= len(sounding) <= 12
+    for pair in sounding:
+        assert pair.chosen.startswith("Yes.") and pair.rejected == "No. The audio track is silent."
+        assert parse(question("presence", pair.meta["paraphrase"]), pair.chosen).value is True
     for pair in pairs:
         seen = next(e.visual_time for e in corpus.entry(pair.source_clip).events if e.visual_time is not None)
         assert pair.meta["chosen_value"] == pytest.approx(seen)  # the picture's moment, whatever was heard
@@ -578,6 +586,11 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     for folder in ("intervention", "anchors", "general"):
         sources = {json.loads(line)["source_clip"] for line in (out / "harvest" / folder / "pairs.jsonl").open()}
         assert sources <= train_ids, folder
+    # Every step left its marker; stage 0's data and its training are apart, so a run cut short says which
+    # of them took the time.
+    steps = ["corpus", "split", "random-model", "clever-hans-data", "clever-hans-base", "before", "harvest", "train"]
+    assert {p.stem for p in (out / "steps").glob("*.json")} == {*steps, "after"}
+    assert report["stage0"]["pairs"] > 0 and report["stage0"]["clips"] == len(train_ids)
     # A rerun finds every step done and reports the same.
     again = CliRunner().invoke(main, ["loop", "--out", str(out), "--size", "ci", "--quiet"])
     assert again.exit_code == 0 and "done in an earlier run" in again.output

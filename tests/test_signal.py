@@ -54,23 +54,16 @@ def test_dct_ortho_is_scipys_orthonormal_dct_ii(n: int) -> None:
     np.testing.assert_allclose(dct_ortho(x), sp_fft.dct(x, type=2, norm="ortho"), atol=1e-12)
 
 
-def onsets_frame_by_frame(
-    audio: np.ndarray,
-    rate: int,
-    threshold_db: float = 20.0,
-    floor_dbfs: float = -50.0,
-    min_gap_s: float = 0.25,
-    hop_s: float = 0.002,
-) -> list[float]:
-    """The onset detector as first written, one frame at a time: the specification of the vectorised one."""
+def onsets_frame_by_frame(audio: np.ndarray, rate: int) -> list[float]:
+    """The onset detector as first written, one frame at a time, with its default settings (20 dB over the
+    floor of the last 50 ms, above -50 dBFS, onsets 0.25 s apart): the specification of the vectorised one."""
     mono = as_2d(audio).mean(axis=1)
-    env, hop = envelope(mono, rate, hop_s)
+    env, hop = envelope(mono, rate, 0.002)
     env_db = 10.0 * np.log10(env + 1e-12)
-    look = max(1, int(round(0.05 / hop)))
     onsets, last = [], -np.inf
     for i in range(len(env_db)):
-        floor = env_db[max(0, i - look) : i].min() if i > 0 else -120.0
-        if env_db[i] > floor_dbfs and env_db[i] - floor >= threshold_db and (i * hop - last) >= min_gap_s:
+        floor = env_db[max(0, i - 25) : i].min() if i > 0 else -120.0
+        if env_db[i] > -50.0 and env_db[i] - floor >= 20.0 and (i * hop - last) >= 0.25:
             start = max(0, (i - 1) * int(round(hop * rate)))
             seg = np.abs(mono[start : start + 3 * int(round(hop * rate)) + 1])
             peak = float(seg.max()) if seg.size else 0.0

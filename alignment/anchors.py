@@ -128,11 +128,16 @@ def write_guards(
     *,
     per_variant: int = 1,
     presence: int = 0,
+    copies: int = 1,
     seed: int = 0,
     options: RelationOptions = DEFAULT_OPTIONS,
 ) -> Anchors:
     """``per_variant`` visual questions about each edited copy of each clip of ``corpus``, and ``presence``
-    presence questions about each shifted and swapped copy that still sounds (module docstring)."""
+    presence questions about each shifted and swapped copy that still sounds (module docstring).
+
+    ``copies`` sets of edited copies are drawn per clip (other offsets and donors; a clip has one muted
+    copy, so its questions are not asked twice).
+    """
     from alignment.clever_hans import variants
 
     labels = tuple(sorted({e.sound for entry in corpus.entries for e in entry.events if e.sound}))
@@ -141,7 +146,8 @@ def write_guards(
     written = skipped = 0
     with PairWriter(out) as writer:
         for clip in clips:
-            for edited in variants(clip, clips, rng, options)[1:]:  # the original is the base's own ground
+            drawn = [v for _ in range(copies) for v in variants(clip, clips, rng, options)[1:]]
+            for edited in drawn:  # the original is the base's own ground
                 relation = edited.edits[-1].op
                 seen = truth(edited, "visual", options)
                 if seen is NO_TRUTH:

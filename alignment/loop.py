@@ -70,6 +70,7 @@ class Profile:
     stage0_questions: int = 7  # per clip variant (21 = every probe in every paraphrase)
     visual_guards: int = 3  # visual questions per edited copy of a training clip (alignment.anchors); 0: none
     presence_guards: int = 2  # presence questions per shifted or swapped copy of a training clip; 0: none
+    guard_copies: int = 1  # edited copies per training clip that the guards ask about (other offsets, donors)
     stage0: TrainOptions = field(default_factory=TrainOptions)
     recipe: TrainOptions = field(default_factory=TrainOptions)
     # "all": every pair in the DPO mix. A ratio drops pairs at random, which splits a harvested pair from its
@@ -420,6 +421,7 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
             folder / "guards",
             per_variant=profile.visual_guards,
             presence=profile.presence_guards,
+            copies=profile.guard_copies,
             seed=seed,
         )
         # (per_variant=0 writes none; the folder's missing pairs.jsonl then keeps it out of training)

@@ -511,6 +511,12 @@ def test_anchors_ask_the_harvested_question_about_the_original_and_guards_protec
     shifted = [p for p in pairs if p.category == "shift"]
     assert all(p.meta["rejected_value"] != p.meta["chosen_value"] for p in shifted)
 
+    # Two draws of edited copies: other offsets and donors, but a clip's one muted copy is asked about once.
+    write_guards(corpus, tmp_path / "guards2", per_variant=1, copies=2, seed=0)
+    twice = read_pairs(tmp_path / "guards2" / "pairs.jsonl")
+    by_relation = {r: {p.video for p in twice if p.category == r} for r in ("mute", "shift", "swap")}
+    assert len(by_relation["mute"]) == 6 and len(by_relation["shift"]) > 6
+
 
 # ---------------------------------------------------------------------------------------------------- the closed loop
 

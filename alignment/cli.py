@@ -152,7 +152,13 @@ def train(**kw: Any) -> None:
 
 @main.command()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Working folder of the loop.")
-@click.option("--size", type=click.Choice(["ci", "gpu"]), default="ci", show_default=True, help="Sizes profile.")
+@click.option(
+    "--size",
+    type=click.Choice(["ci", "cpu", "gpu"]),  # alignment.loop.PROFILES (not imported for --help: it loads torch)
+    default="ci",
+    show_default=True,
+    help="Sizes profile: ci (the mechanics, minutes), cpu (the gain on 2 cores, ~20 min), gpu (one GPU).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--set",

@@ -542,6 +542,13 @@ def test_the_target_is_28_points_over_shift_mute_swap_with_the_invariances_kept(
     assert not compare(before, side(0.6, 0.6, 0.6, 0.98, 1.0))["target_met"]  # +13.3 on average
 
 
+def test_every_profile_can_be_chosen_on_the_command_line() -> None:
+    from alignment.loop import PROFILES
+
+    size = next(p for p in main.commands["loop"].params if p.name == "size")
+    assert sorted(size.type.choices) == sorted(PROFILES) and all(p.name == k for k, p in PROFILES.items())
+
+
 def test_profile_sizes_are_changed_by_name_and_a_wrong_name_is_an_error() -> None:
     from alignment.loop import PROFILES, LoopError, with_overrides
 

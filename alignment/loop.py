@@ -93,86 +93,68 @@ class Profile:
         return options
 
 
+# The mechanics, on a 2-core CPU in a few minutes: too little training to expect the gain.
+_CI = Profile(
+    name="ci",
+    clips=12,
+    held_out=6,
+    model_size="tiny",
+    max_examples=1,
+    stage0_questions=7,
+    stage0=TrainOptions(sft_epochs=2, dpo_epochs=0, lr=3e-3, batch_size=8, save_steps=1000, logging_steps=5),
+    recipe=TrainOptions(
+        sft_epochs=1,
+        dpo_epochs=1,
+        lr=1e-3,
+        dpo_lr=1e-4,
+        dpo_sft_weight=1.0,
+        batch_size=8,
+        save_steps=1000,
+        logging_steps=5,
+    ),
+)
+
+# The gain on a CPU (about 20 minutes on 2 cores): the small model, 18 training clips, 6 held out.
+_CPU = dataclasses.replace(
+    _CI,
+    name="cpu",
+    clips=24,
+    model_size="small",
+    max_examples=2,
+    harvest_examples=6,
+    guard_copies=2,
+    stage0=dataclasses.replace(_CI.stage0, sft_epochs=3, lr=1e-3),
+    recipe=dataclasses.replace(_CI.recipe, sft_epochs=3, lr=5e-4, dpo_lr=5e-5),
+)
+# The GPU runs' training: bigger batches, dataloader processes, every clip variant (128 in stage 0) decoded
+# once per process rather than once per epoch.
+_GPU_TRAINING: dict[str, Any] = {
+    "batch_size": 16,
+    "save_steps": 100000,
+    "logging_steps": 20,
+    "workers": 6,
+    "media_cache": 512,
+}
+
 PROFILES: dict[str, Profile] = {
-    # The mechanics, on a 2-core CPU in a few minutes: too little training to expect the gain.
-    "ci": Profile(
-        name="ci",
-        clips=12,
-        held_out=6,
-        model_size="tiny",
-        max_examples=1,
-        stage0_questions=7,
-        stage0=TrainOptions(sft_epochs=2, dpo_epochs=0, lr=3e-3, batch_size=8, save_steps=1000, logging_steps=5),
-        recipe=TrainOptions(
-            sft_epochs=1,
-            dpo_epochs=1,
-            lr=1e-3,
-            dpo_lr=1e-4,
-            dpo_sft_weight=1.0,
-            batch_size=8,
-            save_steps=1000,
-            logging_steps=5,
-        ),
-    ),
-    # The gain on a CPU (about 20 minutes on 2 cores): the small model, 18 training clips, 6 held out.
-    "cpu": Profile(
-        name="cpu",
-        clips=24,
-        held_out=6,
-        model_size="small",
-        max_examples=2,
-        harvest_examples=6,
-        stage0_questions=7,
-        guard_copies=2,
-        stage0=TrainOptions(sft_epochs=3, dpo_epochs=0, lr=1e-3, batch_size=8, save_steps=1000, logging_steps=5),
-        recipe=TrainOptions(
-            sft_epochs=3,
-            dpo_epochs=1,
-            lr=5e-4,
-            dpo_lr=5e-5,
-            dpo_sft_weight=1.0,
-            batch_size=8,
-            save_steps=1000,
-            logging_steps=5,
-        ),
-    ),
+    "ci": _CI,
+    "cpu": _CPU,
     # The study's target on one GPU (bench/device_alignment.sh, which stops it at 570 s). Sized down after a
     # first H200 run with 72 clips and 21 stage-0 questions per clip variant was still in stage 0 at 570 s:
     # 32 training clips x 4 variants x 7 questions = 896 stage-0 pairs, 168 steps.
-    "gpu": Profile(
+    "gpu": dataclasses.replace(
+        _CPU,
         name="gpu",
         clips=48,
         held_out=16,
-        model_size="small",
         max_frames=8,
         inference_batch=16,
         max_examples=3,
-        harvest_examples=6,  # more offsets and donors per training clip: shift and swap need the pairs most
-        guard_copies=2,
         xdist=8,
-        stage0_questions=7,
-        stage0=TrainOptions(
-            sft_epochs=3,  # the small model writes every probe's format after about 40 steps (CPU check)
-            dpo_epochs=0,
-            lr=1e-3,
-            batch_size=16,
-            save_steps=100000,
-            logging_steps=20,
-            workers=6,
-            media_cache=512,  # 192 clip variants: decoded once per dataloader process, not once per epoch
-        ),
-        recipe=TrainOptions(
-            sft_epochs=3,
-            dpo_epochs=1,
-            lr=5e-4,
-            dpo_lr=5e-5,
-            dpo_sft_weight=1.0,
-            batch_size=16,
-            save_steps=100000,
-            logging_steps=20,
-            workers=6,
-            media_cache=512,
-        ),
+        # The CPU profile's training, in bigger batches fed by dataloader processes. The small model writes
+        # every probe's format after about 40 stage-0 steps (CPU check).
+        stage0=dataclasses.replace(_CPU.stage0, **_GPU_TRAINING),
+        recipe=dataclasses.replace(_CPU.recipe, **_GPU_TRAINING),
     ),
 }
 

@@ -542,14 +542,25 @@ def _copy_video_with_audio(
         in_stream = src.streams[source.stream_index]
         out_stream = container.add_stream_from_template(in_stream)
         _encode_audio(container, astream, audio, "fltp", 1024)
-        start = int(round(source.start / in_stream.time_base))
-        for packet in src.demux(in_stream):
-            if packet.dts is None and packet.pts is None:
-                continue  # the demuxer's flush packet
-            packet.pts = None if packet.pts is None else packet.pts - start
-            packet.dts = None if packet.dts is None else packet.dts - start
-            packet.stream = out_stream
-            container.mux(packet)
+        copy_packets(src, in_stream, container, out_stream, source.start)
+
+
+def copy_packets(
+    source: av.container.InputContainer,
+    in_stream: av.stream.Stream,
+    out: av.container.OutputContainer,
+    out_stream: av.stream.Stream,
+    start_s: float,
+) -> None:
+    """Mux ``in_stream``'s packets into ``out_stream`` unchanged (no decoding), moved so ``start_s`` is zero."""
+    start = int(round(start_s / in_stream.time_base))
+    for packet in source.demux(in_stream):
+        if packet.dts is None and packet.pts is None:
+            continue  # the demuxer's flush packet
+        packet.pts = None if packet.pts is None else packet.pts - start
+        packet.dts = None if packet.dts is None else packet.dts - start
+        packet.stream = out_stream
+        out.mux(packet)
 
 
 def _encode_audio_then_video(

@@ -30,6 +30,8 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from thud_mt.clip import Clip, LazyFrames
+from thud_mt.media import copy_packets
+from thud_mt.signal import remix, resample
 
 # Rates the AAC encoder accepts; other rates are resampled up to the next one.
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -121,8 +123,6 @@ class PreviewEncoder:
 
     def job(self, clip: Clip) -> PreviewJob | str:
         """The job for ``clip``'s preview, or why there is none (a picture too large even at half size)."""
-        from thud_mt.signal import remix, resample  # here, not at the top: the media worker need not load scipy
-
         picture = self._picture(clip)
         if isinstance(picture, str):
             return picture
@@ -227,15 +227,7 @@ def _copied(copy: StreamCopy) -> Picture:
     buffer = io.BytesIO()
     with av.open(copy.path, mode="r") as source, av.open(buffer, mode="w", format="mp4") as out:
         stream = source.streams[copy.stream_index]
-        start = int(round(copy.start / stream.time_base))
-        vout = out.add_stream_from_template(stream)
-        for packet in source.demux(stream):
-            if packet.dts is None and packet.pts is None:
-                continue  # the demuxer's flush packet
-            packet.pts = None if packet.pts is None else packet.pts - start
-            packet.dts = None if packet.dts is None else packet.dts - start
-            packet.stream = vout
-            out.mux(packet)
+        copy_packets(source, stream, out, out.add_stream_from_template(stream), copy.start)
     return Picture(buffer.getvalue(), copy.seconds, copy.size)
 
 

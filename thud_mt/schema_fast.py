@@ -19,7 +19,7 @@ keyword gets no fast path (``fast_check`` returns ``None``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 Check = Callable[[Any], bool | None]
@@ -78,13 +78,7 @@ def _compile(schema: Mapping[str, Any] | bool) -> Check:
 
 def _all(checks: Sequence[Check]) -> Check:
     def check(doc: Any) -> bool | None:
-        unsure = False
-        for c in checks:
-            verdict = c(doc)
-            if verdict is False:
-                return False
-            unsure = unsure or verdict is None
-        return None if unsure else True
+        return _verdict(c(doc) for c in checks)
 
     return check
 
@@ -155,25 +149,28 @@ def _object(schema: Mapping[str, Any]) -> Check:
     if not isinstance(extra, bool):
         raise Unsupported("additionalProperties with a schema")
 
+    def _property(name: str, value: Any) -> bool | None:
+        sub = properties.get(name)
+        return extra if sub is None else sub(value)  # an unlisted property: allowed or not, whatever its value
+
     def check(doc: Any) -> bool | None:
         if not isinstance(doc, dict):
             return True  # object keywords say nothing about other types
         if any(name not in doc for name in required):
             return False
-        unsure = False
-        for name, value in doc.items():
-            sub = properties.get(name)
-            if sub is None:
-                if not extra:
-                    return False
-                continue
-            verdict = sub(value)
-            if verdict is False:
-                return False
-            unsure = unsure or verdict is None
-        return None if unsure else True
+        return _verdict(_property(name, value) for name, value in doc.items())
 
     return check
+
+
+def _verdict(verdicts: Iterable[bool | None]) -> bool | None:
+    """Every part holds: False at the first that fails (the rest are not checked), None if any is unsure."""
+    unsure = False
+    for verdict in verdicts:
+        if verdict is False:
+            return False
+        unsure = unsure or verdict is None
+    return None if unsure else True
 
 
 def _string(schema: Mapping[str, Any]) -> Check:
@@ -208,16 +205,8 @@ def _array(schema: Mapping[str, Any]) -> Check:
             return True  # array keywords say nothing about other types
         if not low <= len(doc) <= high:
             return False
-        unsure = False
-        for i, item in enumerate(doc):
-            sub = prefix[i] if i < len(prefix) else rest
-            if sub is None:
-                continue
-            verdict = sub(item)
-            if verdict is False:
-                return False
-            unsure = unsure or verdict is None
-        return None if unsure else True
+        subs = (prefix[i] if i < len(prefix) else rest for i in range(len(doc)))
+        return _verdict(True if sub is None else sub(item) for sub, item in zip(subs, doc, strict=True))
 
     return check
 

@@ -17,7 +17,9 @@ start answering the *visual* question from the sound. A guard asks the visual
 question about a muted, shifted or swapped copy of a training clip; the
 picture's answer is chosen and the sound's (where the shifted sound is heard,
 else another moment) rejected. It is the pair the harvester writes when the
-visual invariance fails, written before it can fail (``meta["guard"]``).
+visual invariance fails, written before it can fail (``meta["guard"]``). With
+``originals`` the clip as recorded is asked too: the recipe then sees each
+picture under every sound with one visual answer, not the edited sounds alone.
 
 Presence guards protect the sound that is still there. Muted clips are the
 easiest edit to hear, and a model trained on their pairs learns "edited, so
@@ -129,6 +131,7 @@ def write_guards(
     per_variant: int = 1,
     presence: int = 0,
     copies: int = 1,
+    originals: bool = False,
     seed: int = 0,
     options: RelationOptions = DEFAULT_OPTIONS,
 ) -> Anchors:
@@ -136,7 +139,9 @@ def write_guards(
     presence questions about each shifted and swapped copy that still sounds (module docstring).
 
     ``copies`` sets of edited copies are drawn per clip (other offsets and donors; a clip has one muted
-    copy, so its questions are not asked twice).
+    copy, so its questions are not asked twice). ``originals`` asks the visual questions about each clip
+    as recorded too (category ``original``), so the recorded sound is not the one sound the recipe never
+    pairs with the visual answer.
     """
     from alignment.clever_hans import variants
 
@@ -147,15 +152,16 @@ def write_guards(
     with PairWriter(out) as writer:
         for clip in clips:
             drawn = [v for _ in range(copies) for v in variants(clip, clips, rng, options)[1:]]
-            for edited in drawn:  # the original is the base's own ground
-                relation = edited.edits[-1].op
+            for edited in [clip, *drawn] if originals else drawn:
+                relation = edited.edits[-1].op if edited.edits else CATEGORY
+                about = "edited" if edited.edits else CATEGORY
                 seen = truth(edited, "visual", options)
                 if seen is NO_TRUTH:
                     skipped += 1
                     continue
                 for paraphrase in rng.permutation(N_PARAPHRASES["visual"])[:per_variant]:
                     q = question("visual", int(paraphrase), sound_labels=labels)
-                    because = grounding.reason("visual", seen, edited, picture=clip.events, edited=True)
+                    because = grounding.reason("visual", seen, edited, picture=clip.events, edited=bool(edited.edits))
                     wrong = _sound_prior(edited, float(seen), rng)  # type: ignore[arg-type]
                     draft = PairDraft(
                         kind="intervention",
@@ -170,7 +176,7 @@ def write_guards(
                             "probe": "visual",
                             "paraphrase": int(paraphrase),
                             "clip": clip.id,
-                            "about": "edited",
+                            "about": about,
                             "relation": relation,
                             "chosen_value": seen,
                             "rejected_value": wrong,

@@ -157,7 +157,7 @@ def train(**kw: Any) -> None:
     type=click.Choice(["ci", "cpu", "gpu"]),  # alignment.loop.PROFILES (not imported for --help: it loads torch)
     default="ci",
     show_default=True,
-    help="Sizes profile: ci (the mechanics, minutes), cpu (the gain on 2 cores, ~20 min), gpu (one GPU).",
+    help="Sizes profile: ci (the mechanics, minutes), cpu (the gain on 2 cores, ~25 min), gpu (one GPU).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(

@@ -517,6 +517,15 @@ def test_anchors_ask_the_harvested_question_about_the_original_and_guards_protec
     by_relation = {r: {p.video for p in twice if p.category == r} for r in ("mute", "shift", "swap")}
     assert len(by_relation["mute"]) == 6 and len(by_relation["shift"]) > 6
 
+    # With the originals: the picture's moment with the sound as recorded, too (the same picture, one more sound).
+    write_guards(corpus, tmp_path / "guards3", per_variant=1, originals=True, seed=0)
+    mixed = read_pairs(tmp_path / "guards3" / "pairs.jsonl")
+    originals = [p for p in mixed if p.category == "original"]
+    assert len(originals) == 6 and {p.meta["about"] for p in originals} == {"original"}
+    assert {p.video for p in originals}.isdisjoint(p.video for p in mixed if p.category != "original")
+    assert not any("edited" in p.chosen for p in originals)
+    assert all(p.meta["chosen_value"] != p.meta["rejected_value"] for p in originals)
+
 
 # ---------------------------------------------------------------------------------------------------- the closed loop
 

@@ -178,6 +178,8 @@ INVALID: list[tuple[ProbeKind, str, str]] = [
     ("source", "hmm", "no option letter or sound name"),
     ("visual", "none", "the visible event needs a time"),
     ("visual", "I can't tell", "no time in seconds"),
+    # A degenerate generation: "2.7" glued to a word is neither 2.7 nor its integer part 2.
+    ("visual", "2.7ited. That is when the dog opens its mouth.", "no time in seconds"),
 ]
 
 

@@ -587,8 +587,10 @@ _RANGE = re.compile(
     rf"(?:\bbetween\s+(?P<a1>\d+(?:\.\d+)?)\s*{_UNIT}?\s+and\s+(?P<b1>\d+(?:\.\d+)?)"
     rf"|(?<![\w.])(?P<a2>\d+(?:\.\d+)?)\s*{_UNIT}?\s*(?:-|to)\s*(?P<b2>\d+(?:\.\d+)?))(?![\d.])"
 )
+# A number glued to letters is no number ("3rd", "2.7ited"); the lookahead refuses ".7" too, so that a
+# decimal is never read as its integer part.
 _NUMBER = re.compile(
-    rf"(?<![\w.])(?P<sign>[+-]?)(?P<num>\d+(?:\.\d+)?|\.\d+)(?:\s*-?\s*(?P<unit>{_UNIT}))?(?![a-z0-9])"
+    rf"(?<![\w.])(?P<sign>[+-]?)(?P<num>\d+(?:\.\d+)?|\.\d+)(?:\s*-?\s*(?P<unit>{_UNIT}))?(?![a-z0-9]|\.\d)"
 )
 _NOT_SECONDS = re.compile(r"^(?:frames?|fps|hz|khz|db|%)$")
 _NOT_A_TIME_BEFORE = re.compile(r"(?:frame|frames|option|step|number|no\.)\s*$")

@@ -152,40 +152,40 @@ def write_guards(
     with PairWriter(out) as writer:
         for clip in clips:
             drawn = [v for _ in range(copies) for v in variants(clip, clips, rng, options)[1:]]
-            for edited in [clip, *drawn] if originals else drawn:
-                relation = edited.edits[-1].op if edited.edits else CATEGORY
-                about = "edited" if edited.edits else CATEGORY
-                seen = truth(edited, "visual", options)
+            for variant in [clip, *drawn] if originals else drawn:
+                is_edited = bool(variant.edits)
+                relation = variant.edits[-1].op if is_edited else CATEGORY
+                seen = truth(variant, "visual", options)
                 if seen is NO_TRUTH:
                     skipped += 1
                     continue
                 for paraphrase in rng.permutation(N_PARAPHRASES["visual"])[:per_variant]:
                     q = question("visual", int(paraphrase), sound_labels=labels)
-                    because = grounding.reason("visual", seen, edited, picture=clip.events, edited=bool(edited.edits))
-                    wrong = _sound_prior(edited, float(seen), rng)  # type: ignore[arg-type]
+                    because = grounding.reason("visual", seen, variant, picture=clip.events, edited=is_edited)
+                    wrong = _sound_prior(variant, float(seen), rng)  # type: ignore[arg-type]
                     draft = PairDraft(
                         kind="intervention",
                         category=relation,
                         question=q.text,
                         chosen=grounding.answer(q, seen, because),
                         rejected=grounding.answer(q, wrong, ""),
-                        clip=edited,
+                        clip=variant,
                         source_clip=clip.id,
                         meta={
                             "guard": True,
                             "probe": "visual",
                             "paraphrase": int(paraphrase),
                             "clip": clip.id,
-                            "about": about,
+                            "about": "edited" if is_edited else CATEGORY,
                             "relation": relation,
                             "chosen_value": seen,
                             "rejected_value": wrong,
                         },
                     )
                     written += writer.add(draft) is not None
-                if relation in ("shift", "swap") and truth(edited, "presence", options) is True:
+                if relation in ("shift", "swap") and truth(variant, "presence", options) is True:
                     for paraphrase in rng.permutation(N_PARAPHRASES["presence"])[:presence]:
-                        written += writer.add(_presence_guard(clip, edited, relation, int(paraphrase))) is not None
+                        written += writer.add(_presence_guard(clip, variant, relation, int(paraphrase))) is not None
     return Anchors(written, skipped)
 
 

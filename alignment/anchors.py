@@ -61,7 +61,7 @@ def write_anchors(
     pairs: Iterable[PreferencePair], corpus: Corpus, out: Path, *, options: RelationOptions = DEFAULT_OPTIONS
 ) -> Anchors:
     """An anchor for every harvested pair about an edited clip of ``corpus`` (see the module docstring)."""
-    labels = tuple(sorted({e.sound for entry in corpus.entries for e in entry.events if e.sound}))
+    labels = corpus.sound_labels
     written = skipped = 0
     clips: dict[str, Clip | None] = {}
     with PairWriter(out) as writer:
@@ -145,7 +145,7 @@ def write_guards(
     """
     from alignment.clever_hans import variants
 
-    labels = tuple(sorted({e.sound for entry in corpus.entries for e in entry.events if e.sound}))
+    labels = corpus.sound_labels
     rng = np.random.default_rng(seed)
     clips = [corpus.load_clip(entry) for entry in corpus.entries]
     written = skipped = 0

@@ -45,11 +45,6 @@ class CleverHansData:
     clips: int
 
 
-def corpus_labels(corpus: Corpus) -> tuple[str, ...]:
-    """The sound labels the suites offer as options on this corpus (as ``CaseRunner.sound_labels``)."""
-    return tuple(sorted({e.sound for entry in corpus.entries for e in entry.events if e.sound}))
-
-
 def _shifted(clip: Clip, rng: np.random.Generator, options: RelationOptions) -> Clip:
     """Audio moved by 0.3-1.5 s either way, keeping the first heard sound inside the clip."""
     heard = [e.audio_time for e in clip.events if e.audio_time is not None]
@@ -92,7 +87,7 @@ def write_clever_hans(
     variant (each probe first, then paraphrases), so a small run still
     covers every probe.
     """
-    labels = corpus_labels(corpus)
+    labels = corpus.sound_labels
     teacher = VisualOnly(corpus)
     clips = [corpus.load_clip(entry) for entry in corpus.entries]
     rng = np.random.default_rng(seed)

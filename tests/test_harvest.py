@@ -119,10 +119,6 @@ def results_of(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
 
 
-def labels_of(corpus: Corpus) -> tuple[str, ...]:
-    return tuple(sorted({e.sound for entry in corpus.entries for e in entry.events if e.sound}))
-
-
 # --- pairs from a suite run -----------------------------------------------------------------------------------------
 
 
@@ -151,7 +147,7 @@ def test_every_failed_case_becomes_one_valid_pair_about_the_edited_clip(harveste
 
 
 def test_chosen_answers_state_the_expected_value_with_a_grounded_reason(harvested: Path, corpus: Corpus) -> None:
-    labels = labels_of(corpus)
+    labels = corpus.sound_labels
     for pair in pairs_of(harvested):
         q = question(pair.meta["probe"], pair.meta["paraphrase"], sound_labels=labels)
         assert q.text == pair.question
@@ -234,7 +230,7 @@ def test_every_grounded_answer_reads_back_as_the_value_it_states(corpus: Corpus)
     from thud_mt import grounding
     from thud_mt.probes import PROBE_KINDS, questions
 
-    labels = labels_of(corpus)
+    labels = corpus.sound_labels
     checked = 0
     for i, clip_id in enumerate(corpus.ids):
         original = corpus.load_clip(clip_id)

@@ -102,6 +102,7 @@ def test_valid_manifest_loads_with_resolved_paths_and_events(tmp_path: Path) -> 
     assert a.events == (Event("glass_breaks", 1.2, 1.25, "glass", "a glass falls and shatters on the floor"),)
     assert b.events == (Event("dog_barks", 0.0, None, None, ""),)
     assert isinstance(b.events[0].visual_time, float)
+    assert corpus.sound_labels == ("glass",), "the source probe's options: sounds heard, a silent event offers none"
     assert (a.licence, a.attribution, a.timing, a.sha256, a.tags) == (
         "CC0-1.0",
         "the tests",

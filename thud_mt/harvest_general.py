@@ -77,7 +77,7 @@ def harvest_general(
 ) -> GeneralHarvest:
     """Write the general pairs of every clip in ``corpus`` to ``out``; a clip that cannot be read is
     reported in ``errors`` and the others still go in."""
-    labels = tuple(sorted({e.sound for entry in corpus.entries for e in entry.events if e.sound})) or SOUND_CLASSES
+    labels = corpus.sound_labels or SOUND_CLASSES
     written = already = 0
     errors: list[str] = []
     with PairWriter(out) as writer:

@@ -134,8 +134,7 @@ class CaseRunner:
 
     @property
     def sound_labels(self) -> tuple[str, ...]:
-        sounds = {e.sound for entry in self.corpus.entries for e in entry.events if e.sound}
-        return tuple(sorted(sounds))
+        return self.corpus.sound_labels
 
     def clip(self, clip_id: str) -> Clip:
         """The decoded clip; a clip that cannot be read raises its error for every case that uses it."""

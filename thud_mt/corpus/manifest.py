@@ -76,6 +76,11 @@ class Corpus:
     def ids(self) -> tuple[str, ...]:
         return tuple(e.id for e in self.entries)
 
+    @property
+    def sound_labels(self) -> tuple[str, ...]:
+        """Every sound class its clips make, sorted: the options the source probe offers on this corpus."""
+        return tuple(sorted({sound for entry in self.entries for sound in entry.sounds if sound}))
+
     def entry(self, clip_id: str) -> ClipEntry:
         try:
             return self._by_id[clip_id]

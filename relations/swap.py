@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from relations.base import MetamorphicRelation, Params, RelationContext
+from relations.base import MetamorphicRelation, Params, RelationContext, case_salt, rotated
 from thud_mt.clip import Clip
 from thud_mt.errors import DonorError
 from thud_mt.interventions import swap
@@ -21,7 +21,8 @@ class Swap(MetamorphicRelation):
             raise DonorError(
                 f"clip {clip.id}: no clip in the corpus can be its swap donor (different sound, not silent)"
             )
-        return st.builds(lambda donor: {"donor": donor}, st.sampled_from(donors))
+        # rotated: the first donor drawn differs from clip to clip (relations.base.case_salt)
+        return st.builds(lambda donor: {"donor": donor}, st.sampled_from(rotated(donors, case_salt(clip.id, probe))))
 
     def transform(self, clip: Clip, params: Params, ctx: RelationContext) -> Clip:
         return swap(clip, ctx.clip(str(params["donor"])))

@@ -48,11 +48,12 @@ def av_offset(clip: Clip) -> float | None:
 
 def sync_class(offset: float, options: RelationOptions) -> str | _NoTruth:
     early, late = options.sync_window
-    if early - 1e-9 <= offset <= late + 1e-9:
+    eps = 1e-9  # an offset computed from event times a shift of exactly the bound moved: float error
+    if early - eps <= offset <= late + eps:
         return "synchronized"
-    if offset >= options.must_detect:
+    if offset >= options.must_detect - eps:
         return "audio_delayed"
-    if offset <= -options.must_detect:
+    if offset <= -options.must_detect + eps:
         return "audio_early"
     return NO_TRUTH
 

@@ -59,3 +59,10 @@ def run_together(target: Callable[..., None], *args_per_process: tuple, timeout:
     for p in procs:
         p.join(timeout)
         assert p.exitcode == 0
+
+
+def asks(probe: str, prompt: str) -> bool:
+    """Whether ``prompt`` holds one of ``probe``'s questions (any paraphrase): how fake servers route replies."""
+    from thud_mt.probes import questions
+
+    return any(q.text.split("\n")[0] in prompt for q in questions(probe))  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from fake_http import RecordingHandler, Reply, Seen
-from helpers import make_clip
+from helpers import asks, make_clip
 from thud_mt.clip import Clip
 from thud_mt.interventions import shift
 from thud_mt.media import read_clip
@@ -372,7 +372,7 @@ def test_a_session_writes_the_key_nowhere(api: FakeGemini, pytester: pytest.Pyte
     corpus = build_synthetic_corpus(tmp_path / "corpus", 2, 5, progress=False)
 
     def reply(body: dict) -> Reply:
-        if "any sound" in body["contents"][0]["parts"][-1]["text"]:
+        if asks("presence", body["contents"][0]["parts"][-1]["text"]):
             return Reply(403, api_error(403, "PERMISSION_DENIED", f"denied for key {PLANTED}"))
         return Reply(body=reply_text("1.0"))
 

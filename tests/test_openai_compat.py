@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fake_http import RecordingHandler, Reply, Seen
-from helpers import make_clip
+from helpers import asks, make_clip
 from thud_mt.interventions import shift
 from thud_mt.media import read_clip
 from thud_mt.models.base import Query
@@ -490,7 +490,7 @@ def test_a_planted_key_appears_in_no_file_a_session_writes(
 ) -> None:
     def reply(body: dict) -> Reply:
         text = body["messages"][0]["content"][-1]["text"]
-        if "any sound" in text:  # the presence questions: refused, with the header echoed back
+        if asks("presence", text):  # the presence questions: refused, with the header echoed back
             return Reply(401, {"error": {"message": f"rejected Authorization: Bearer {PLANTED}"}})
         if "(A)" in text:  # the source questions: an overloaded server that also echoes the key
             return Reply(503, {"error": {"message": f"overloaded; your key was {PLANTED}"}}, {"retry-after-ms": "1"})

@@ -589,7 +589,7 @@ class Thud:
         # source for every failing example (pytest and Hypothesis both do) dominated a failing run.
         __tracebackhide__ = True
         from relations import NO_TRUTH, RELATIONS
-        from relations.base import paraphrases
+        from relations.base import case_salt, paraphrases
 
         runner = _runner(self.config)
         relation = RELATIONS[case.relation]
@@ -600,7 +600,7 @@ class Thud:
         except ThudError as exc:  # an unreadable clip or no swap donor: this case errors, the others run
             raise ThudCaseError(f"{relation.name} {case.id}: {exc}") from exc
         params = data.draw(strategy, label="edit")
-        paraphrase = data.draw(paraphrases(case.probe), label="paraphrase")
+        paraphrase = data.draw(paraphrases(case.probe, case_salt(case.clip, case.probe)), label="paraphrase")
         _, _, expected = runner.expectation(relation, case, params)
         if relation.mode(case.probe) == "truth" and expected is NO_TRUTH:
             from hypothesis import reject

@@ -17,6 +17,7 @@ import pytest
 from fake_http import RecordingHandler, Reply, Seen
 from helpers import asks, make_clip
 from thud_mt.clip import Clip
+from thud_mt.corpus.synth import build_synthetic_corpus
 from thud_mt.interventions import shift
 from thud_mt.media import read_clip
 from thud_mt.models.base import Query
@@ -367,8 +368,6 @@ def test_the_registry_knows_the_adapter(api: FakeGemini) -> None:
 
 
 def test_a_session_writes_the_key_nowhere(api: FakeGemini, pytester: pytest.Pytester, tmp_path: Path) -> None:
-    from thud_mt.corpus.synth import build_synthetic_corpus
-
     corpus = build_synthetic_corpus(tmp_path / "corpus", 2, 5, progress=False)
 
     def reply(body: dict) -> Reply:

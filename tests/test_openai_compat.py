@@ -19,6 +19,7 @@ import pytest
 
 from fake_http import RecordingHandler, Reply, Seen
 from helpers import asks, make_clip
+from thud_mt.corpus.synth import build_synthetic_corpus
 from thud_mt.interventions import shift
 from thud_mt.media import read_clip
 from thud_mt.models.base import Query
@@ -480,8 +481,6 @@ def test_the_registry_knows_the_adapter(server: FakeServer) -> None:
 
 @pytest.fixture
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from thud_mt.corpus.synth import build_synthetic_corpus
-
     return build_synthetic_corpus(tmp_path_factory.mktemp("corpus"), 2, 5, progress=False)
 
 

@@ -27,6 +27,7 @@ from click.testing import CliRunner  # noqa: E402
 from helpers import make_clip  # noqa: E402
 from thud_mt.cli import main  # noqa: E402
 from thud_mt.clip import Clip, LazyFrames  # noqa: E402
+from thud_mt.corpus.synth import build_synthetic_corpus  # noqa: E402
 from thud_mt.errors import CorruptMediaError  # noqa: E402
 from thud_mt.interventions import mute, shift  # noqa: E402
 from thud_mt.models.base import Model, Query  # noqa: E402
@@ -405,8 +406,6 @@ def test_bad_model_options_are_named(tiny25: Path, option: dict[str, str], probl
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from thud_mt.corpus.synth import build_synthetic_corpus
-
     return build_synthetic_corpus(tmp_path_factory.mktemp("corpus"), 6, 0, progress=False)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_clip, run_together
+from thud_mt.corpus.synth import build_synthetic_corpus
 from thud_mt.errors import ThudError
 from thud_mt.interventions import mute, shift
 from thud_mt.models.base import Answer, Capabilities, Query
@@ -204,8 +205,6 @@ def test_recording_reuses_only_answers_given_in_this_session(tmp_path: Path) -> 
 
 @pytest.fixture
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from thud_mt.corpus.synth import build_synthetic_corpus
-
     return build_synthetic_corpus(tmp_path_factory.mktemp("corpus"), 3, 4, progress=False)
 
 
@@ -246,8 +245,6 @@ def test_a_recorded_run_is_rechecked_without_the_model(pytester: pytest.Pytester
 def test_a_replay_of_another_corpus_errors_its_cases_and_the_session_goes_on(
     pytester: pytest.Pytester, corpus: Path, tmp_path: Path
 ) -> None:
-    from thud_mt.corpus.synth import build_synthetic_corpus
-
     cassette = pytester.path / "chance.jsonl"
     suite(pytester, corpus, "chance", f"--thud-record={cassette}")
     other = build_synthetic_corpus(tmp_path / "other", 2, 9, progress=False)

@@ -161,7 +161,7 @@ def write_guards(
                     continue
                 for paraphrase in rng.permutation(N_PARAPHRASES["visual"])[:per_variant]:
                     q = question("visual", int(paraphrase), sound_labels=labels)
-                    because = grounding.reason("visual", seen, variant, picture=clip.events, edited=is_edited)
+                    because = grounding.reason("visual", seen, variant, picture=clip.events)
                     wrong = _sound_prior(variant, float(seen), rng)  # type: ignore[arg-type]
                     draft = PairDraft(
                         kind="intervention",

@@ -96,7 +96,7 @@ def _edited_draft(
     if len({split_of(c, eval_fraction) for c in clips}) > 1:
         return _skip(skipped, "donor in the other split")
     rejected = _rejected(q, evidence.followup_answer.text, result.followup_value, valid)
-    because = grounding.reason(q.probe, expected, evidence.followup, picture=evidence.source.events, edited=True)
+    because = grounding.reason(q.probe, expected, evidence.followup, picture=evidence.source.events)
     return _draft(evidence, "edited", evidence.followup, expected, grounding.answer(q, expected, because), rejected)
 
 

@@ -161,8 +161,28 @@ class TrainReport:
 # ---------------------------------------------------------------------------------------------------- checks
 
 
+# TRL's fused LM head reads the backbone output's last_hidden_state, which the Qwen-Omni thinker's output has
+# from transformers 5.21 on (5.17 to 5.20 fail at the first step; bisected with TRL 1.16).
+MIN_TRANSFORMERS = (5, 21)
+
+
+def check_transformers(version: str | None = None) -> None:
+    """An error before anything is loaded where the installed transformers cannot train the thinker."""
+    import transformers
+
+    version = version or transformers.__version__
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parts < MIN_TRANSFORMERS:
+        need = ".".join(map(str, MIN_TRANSFORMERS))
+        raise AlignmentError(
+            f"transformers {version} cannot train a Qwen-Omni thinker with TRL (its output has no "
+            f"last_hidden_state for the fused LM head); pip install 'transformers>={need}'"
+        )
+
+
 def plan(config: RecipeConfig) -> Plan:
     """Every check that needs no model loaded; raises a ``ThudError`` naming what to fix."""
+    check_transformers()
     omni_arch(config.model_path)
     if not config.pairs:
         raise AlignmentError("no --pairs given: pass the pairs.jsonl (or its folder) that harvesting wrote")

@@ -21,7 +21,8 @@
 # They go to /tmp/site with --no-deps, ahead of the machine's own packages on PYTHONPATH. Where the wheels do
 # not fit the 64 MiB a call carries, unpack them here (pip install --target DIR --no-deps --platform ... the
 # wheels) and carry DIR as .whl/site.tar.xz (tar cf - -C DIR . | xz -9): 30 MB for the set above together
-# with transformers 5.24 (the machine's 5.17 has no last_hidden_state on the thinker's output, which TRL's
+# with transformers 5.24 (the machine's 5.17 cannot train: before 5.21 the thinker's output has no
+# last_hidden_state, which TRL's
 # fused LM head reads).
 #
 # The first steps (corpus, split, random model, stage-0 data and training) are CPU-sized and may be done

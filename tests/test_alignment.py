@@ -432,6 +432,16 @@ def test_a_ratio_without_general_pairs_is_an_error(cli: Callable[..., Any], pair
     assert "--mix-ratio 0.3 asks for general pairs: pass --general" in cli("--pairs", str(pairs), "--mix-ratio", "0.3")
 
 
+def test_a_transformers_too_old_to_train_the_thinker_is_an_error(
+    cli: Callable[..., Any], pairs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "5.17.0")
+    output = cli("--pairs", str(pairs))
+    assert "transformers 5.17.0 cannot train a Qwen-Omni thinker" in output and "transformers>=5.21" in output
+
+
 def test_a_folder_that_is_not_an_omni_model_is_an_error(cli: Callable[..., Any], pairs: Path, tmp_path: Path) -> None:
     llama = tmp_path / "llama"
     llama.mkdir()

@@ -166,11 +166,11 @@ class TrainReport:
 MIN_TRANSFORMERS = (5, 21)
 
 
-def check_transformers(version: str | None = None) -> None:
+def check_transformers() -> None:
     """An error before anything is loaded where the installed transformers cannot train the thinker."""
     import transformers
 
-    version = version or transformers.__version__
+    version = transformers.__version__
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if parts < MIN_TRANSFORMERS:
         need = ".".join(map(str, MIN_TRANSFORMERS))

@@ -138,8 +138,8 @@ def write_guards(
     """``per_variant`` visual questions about each edited copy of each clip of ``corpus``, and ``presence``
     presence questions about each shifted and swapped copy that still sounds (module docstring).
 
-    ``copies`` sets of edited copies are drawn per clip (other offsets and donors; a clip has one muted
-    copy, so its questions are not asked twice). ``originals`` asks the visual questions about each clip
+    ``copies`` sets of edited copies are drawn per clip: other offsets and donors, and the one muted copy
+    again (with other paraphrases and other wrong times). ``originals`` asks the visual questions about each clip
     as recorded too (category ``original``), so the recorded sound is not the one sound the recipe never
     pairs with the visual answer.
     """

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from alignment.recipe import RecipeConfig, TrainOptions, run_stage, train
 from thud_mt.errors import ThudError
-from thud_mt.results import GroupSummary, Rate, read_results, summarize
+from thud_mt.results import CaseResult, GroupSummary, Rate, read_results, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "suites"
@@ -319,9 +319,25 @@ def rates(results_file: Path) -> dict[str, Any]:
     return {
         "relations": relations,
         "visual_invariance": _rate(summarize(visual).overall.pass_rate) if visual else None,
+        "visual_failures": failures_by_clip(visual),
         "identity": _rate(identity.pass_rate) if identity else None,
         "cases": len(results),
     }
+
+
+def failures_by_clip(results: Sequence[CaseResult]) -> dict[str, Any]:
+    """How the failed cases spread over the clips: ``{"clips", "failing", "by_clip"}`` (worst clip first).
+
+    The cases of one clip are not independent draws: a model whose guess about one picture is unstable
+    fails every edit of it. A rate's interval counts cases, so it is narrower than the clips warrant;
+    how many clips hold the failures says how many pictures the rate really rests on.
+    """
+    counts: dict[str, int] = {}
+    for r in results:
+        if r.verdict == "fail":
+            counts[r.clip] = counts.get(r.clip, 0) + 1
+    by_clip = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return {"clips": len({r.clip for r in results}), "failing": len(by_clip), "by_clip": by_clip}
 
 
 def _value(doc: Mapping[str, Any] | None) -> float | None:
@@ -528,6 +544,14 @@ def format_report(report: Mapping[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"closed loop ({report['profile']}, {report['device']}): held-out clips before and after training"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    for side in ("before", "after"):
+        spread = report[side].get("visual_failures")  # absent from reports written before it was counted
+        if spread and spread["failing"]:
+            worst = max(spread["by_clip"].values())
+            lines.append(
+                f"visual invariance {side}: {sum(spread['by_clip'].values())} failures on {spread['failing']} of "
+                f"{spread['clips']} clips (at most {worst} on one)"
+            )
     average = cmp["average_gain"]
     lines.append(
         f"average gain over shift, mute, swap: {'-' if average is None else f'{100 * average:+.1f}'} points "

@@ -521,7 +521,7 @@ def test_anchors_ask_the_harvested_question_about_the_original_and_guards_protec
     shifted = [p for p in pairs if p.category == "shift"]
     assert all(p.meta["rejected_value"] != p.meta["chosen_value"] for p in shifted)
 
-    # Two draws of edited copies: other offsets and donors, but a clip's one muted copy is asked about once.
+    # Two draws of edited copies: other offsets and donors, and a clip's one muted copy, the same video again.
     write_guards(corpus, tmp_path / "guards2", per_variant=1, copies=2, seed=0)
     twice = read_pairs(tmp_path / "guards2" / "pairs.jsonl")
     by_relation = {r: {p.video for p in twice if p.category == r} for r in ("mute", "shift", "swap")}
@@ -566,6 +566,34 @@ def test_the_target_is_28_points_over_shift_mute_swap_with_the_invariances_kept(
     assert met["average_gain"] == pytest.approx((0.1 + 0.5 + 0.25) / 3, abs=1e-4) and met["target_met"]
     assert not compare(before, side(0.6, 0.8, 0.75, 0.95, 0.99))["target_met"]  # visual invariance fell 3 points
     assert not compare(before, side(0.6, 0.6, 0.6, 0.98, 1.0))["target_met"]  # +13.3 on average
+
+
+def test_the_report_says_how_many_clips_the_visual_invariance_failures_sit_on() -> None:
+    from alignment.loop import failures_by_clip, format_report
+    from thud_mt.results import CaseResult
+
+    def visual(clip: str, verdict: str) -> CaseResult:
+        return CaseResult(
+            case=f"mute: {clip} visual", model="m", fingerprint="fp", relation="mute", probe="visual", clip=clip,
+            params={}, paraphrase=0, question="When?", edit="audio muted", source_answer="1.2", followup_answer="2.0",
+            source_value=1.2, followup_value=2.0, source_truth=1.2, expected=None, source_correct=True,
+            followup_correct=False, verdict=verdict, reason="",
+        )  # fmt: skip
+
+    results = [visual("a", "fail")] * 3 + [visual("b", "fail"), visual("b", "pass"), visual("c", "pass")]
+    spread = failures_by_clip(results)
+    assert spread == {"clips": 3, "failing": 2, "by_clip": {"a": 3, "b": 1}}
+    assert list(spread["by_clip"]) == ["a", "b"]  # the worst clip first
+
+    side = {"relations": {}, "visual_invariance": None, "identity": None, "visual_failures": spread}
+    report = {
+        "profile": "ci", "device": "cpu", "before": {**side, "visual_failures": failures_by_clip([])}, "after": side,
+        "comparison": {"gain": {}, "average_gain": None, "drop": {"visual_invariance": None}, "target_met": False},
+        "training": {"stages": []}, "seconds": {"total": 1.0},
+    }  # fmt: skip
+    text = format_report(report)
+    assert "visual invariance after: 4 failures on 2 of 3 clips (at most 3 on one)" in text
+    assert "visual invariance before" not in text  # nothing failed: no line
 
 
 def test_every_profile_can_be_chosen_on_the_command_line() -> None:

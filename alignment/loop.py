@@ -72,9 +72,10 @@ class Profile:
     presence_guards: int = 2  # presence questions per shifted or swapped copy of a training clip; 0: none
     guard_copies: int = 1  # edited copies per training clip that the guards ask about (other offsets, donors)
     # The visual guards ask about the original too: the picture under every sound it is trained with, so no
-    # sound is the one the visual answer belongs to. On 18 held-out clips (cpu profile) the visual invariance
-    # fell by 0.9 (seed 1) and 3.7 points (seed 0) with them, by 22.4 and -2.8 without: the worst case is
-    # what they fix; run to run the rate still moves by several points (seed 2, from scratch: 9.3).
+    # sound is the one the visual answer belongs to. On the cpu profile's 18 held-out clips, with the draws
+    # of that time, the visual invariance fell by 0.9 (seed 1) and 3.7 points (seed 0) with them, by 22.4 and
+    # -2.8 without: the worst case is what they fix. They do not make a guess about an unseen picture
+    # independent of its sound (docs/architecture.md, "visual invariance").
     guard_originals: bool = True
     stage0: TrainOptions = field(default_factory=TrainOptions)
     recipe: TrainOptions = field(default_factory=TrainOptions)

@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,10 +335,7 @@ def failures_by_clip(results: Sequence[CaseResult]) -> dict[str, Any]:
     fails every edit of it. A rate's interval counts cases, so it is narrower than the clips warrant;
     how many clips hold the failures says how many pictures the rate really rests on.
     """
-    counts: dict[str, int] = {}
-    for r in results:
-        if r.verdict == "fail":
-            counts[r.clip] = counts.get(r.clip, 0) + 1
+    counts = Counter(r.clip for r in results if r.verdict == "fail")
     by_clip = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return {"clips": len({r.clip for r in results}), "failing": len(by_clip), "by_clip": by_clip}
 

@@ -323,6 +323,7 @@ def rates(results_file: Path) -> dict[str, Any]:
         "relations": relations,
         "visual_invariance": _rate(summarize(visual).overall.pass_rate) if visual else None,
         "visual_failures": failures_by_clip(visual),
+        "visual_accuracy": visual_accuracy(visual),
         "identity": _rate(identity.pass_rate) if identity else None,
         "cases": len(results),
     }
@@ -338,6 +339,16 @@ def failures_by_clip(results: Sequence[CaseResult]) -> dict[str, Any]:
     counts = Counter(r.clip for r in results if r.verdict == "fail")
     by_clip = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return {"clips": len({r.clip for r in results}), "failing": len(by_clip), "by_clip": by_clip}
+
+
+def visual_accuracy(results: Sequence[CaseResult]) -> dict[str, Any] | None:
+    """How often the visual answer about the original is right (within the tolerance); ``None`` if never read.
+
+    The invariance alone cannot tell seeing from guessing: a model that gives one time for every picture
+    never changes its answer. This rate says whether the invariance rests on the picture.
+    """
+    judged = [r.source_correct for r in results if r.source_correct is not None]
+    return _rate(Rate.of(sum(judged), len(judged))) if judged else None
 
 
 def _value(doc: Mapping[str, Any] | None) -> float | None:
@@ -552,6 +563,13 @@ def format_report(report: Mapping[str, Any]) -> str:
                 f"visual invariance {side}: {sum(spread['by_clip'].values())} failures on {spread['failing']} of "
                 f"{spread['clips']} clips (at most {worst} on one)"
             )
+    accuracy = [(side, report[side].get("visual_accuracy")) for side in ("before", "after")]
+    if any(doc for _, doc in accuracy):  # absent from reports written before it was counted
+        lines.append(
+            "visual time right on the original: "
+            + ", ".join(f"{side} {_short(doc)}% of {doc['n']}" if doc else f"{side} -" for side, doc in accuracy)
+            + " (one time for every picture is invariant too)"
+        )
     average = cmp["average_gain"]
     lines.append(
         f"average gain over shift, mute, swap: {'-' if average is None else f'{100 * average:+.1f}'} points "

@@ -594,6 +594,34 @@ def test_the_report_says_how_many_clips_the_visual_invariance_failures_sit_on() 
     text = format_report(report)
     assert "visual invariance after: 4 failures on 2 of 3 clips (at most 3 on one)" in text
     assert "visual invariance before" not in text  # nothing failed: no line
+    assert "visual time right" not in text  # a report written before the accuracy was counted
+
+
+def test_the_report_says_how_often_the_visual_time_is_right_as_invariance_alone_rewards_a_constant_guess() -> None:
+    from alignment.loop import format_report, visual_accuracy
+    from thud_mt.results import CaseResult
+
+    def visual(clip: str, said: float, right: bool | None) -> CaseResult:
+        return CaseResult(
+            case=f"shift: {clip} visual", model="m", fingerprint="fp", relation="shift", probe="visual", clip=clip,
+            params={}, paraphrase=0, question="When?", edit="audio delayed", source_answer=str(said),
+            followup_answer=str(said), source_value=said, followup_value=said, source_truth=1.0, expected=None,
+            source_correct=right, followup_correct=right, verdict="pass" if right is not None else "invalid", reason="",
+        )  # fmt: skip
+
+    # One time for every picture: invariant on all four, right on the one picture whose event is then.
+    guesser = [visual("a", 1.0, True), visual("b", 1.0, False), visual("c", 1.0, False), visual("d", 1.0, False)]
+    accuracy = visual_accuracy([*guesser, visual("e", 0.0, None)])  # an unreadable original is not counted
+    assert accuracy is not None and (accuracy["successes"], accuracy["n"], accuracy["value"]) == (1, 4, 0.25)
+    assert visual_accuracy([visual("e", 0.0, None)]) is None
+
+    side = {"relations": {}, "visual_invariance": None, "identity": None}
+    report = {
+        "profile": "ci", "device": "cpu", "before": {**side, "visual_accuracy": accuracy}, "after": side,
+        "comparison": {"gain": {}, "average_gain": None, "drop": {"visual_invariance": None}, "target_met": False},
+        "training": {"stages": []}, "seconds": {"total": 1.0},
+    }  # fmt: skip
+    assert "visual time right on the original: before 25.0% of 4, after -" in format_report(report)
 
 
 def test_every_profile_can_be_chosen_on_the_command_line() -> None:

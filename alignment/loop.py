@@ -15,7 +15,8 @@
 
 The report has, per relation, the pass rate before and after with Wilson
 intervals, the visual-invariance rate (the visual probe under shift, mute and
-swap, with how its failures spread over the clips) and the identity rate
+swap, with how its failures spread over the clips and how often the visual
+time is right on the original) and the identity rate
 before and after, the average gain over shift, mute and swap, and the
 training's steps/s and peak GPU memory. Each step leaves its result in DIR,
 and a rerun skips the steps already done.

@@ -346,9 +346,11 @@ def visual_accuracy(results: Sequence[CaseResult]) -> dict[str, Any] | None:
     """How often the visual answer about the original is right (within the tolerance); ``None`` if never read.
 
     The invariance alone cannot tell seeing from guessing: a model that gives one time for every picture
-    never changes its answer. This rate says whether the invariance rests on the picture.
+    never changes its answer. This rate says whether the invariance rests on the picture. Each original
+    question (clip, paraphrase) counts once, however many edits of it were asked about.
     """
-    judged = [r.source_correct for r in results if r.source_correct is not None]
+    originals = {(r.clip, r.paraphrase): r.source_correct for r in results if r.source_correct is not None}
+    judged = list(originals.values())
     return _rate(Rate.of(sum(judged), len(judged))) if judged else None
 
 

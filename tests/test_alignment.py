@@ -611,7 +611,8 @@ def test_the_report_says_how_often_the_visual_time_is_right_as_invariance_alone_
 
     # One time for every picture: invariant on all four, right on the one picture whose event is then.
     guesser = [visual("a", 1.0, True), visual("b", 1.0, False), visual("c", 1.0, False), visual("d", 1.0, False)]
-    accuracy = visual_accuracy([*guesser, visual("e", 0.0, None)])  # an unreadable original is not counted
+    # An unreadable original is not counted, nor one question asked again about another edit of its clip.
+    accuracy = visual_accuracy([*guesser, visual("e", 0.0, None), visual("a", 1.0, True)])
     assert accuracy is not None and (accuracy["successes"], accuracy["n"], accuracy["value"]) == (1, 4, 0.25)
     assert visual_accuracy([visual("e", 0.0, None)]) is None
 

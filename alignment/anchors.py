@@ -28,6 +28,18 @@ loop on the CPU profile answered *No* to "is there any sound?" on 14 of 36
 shifted training clips). A presence guard asks that question about a shifted
 or swapped copy, chooses *Yes* with the sound heard, and rejects the muted
 clip's answer.
+
+Blind guards keep the sound out of the visual answer where the picture cannot
+be memorised. A visual guard on a training clip is learned by heart: the
+model that knows a picture's time has no reason to listen, and none not to on
+a picture it has never seen. There its visual answer is a guess, and a guess
+that reads the sound moves with every edit. A blind guard asks the visual
+question about a picture the recipe sees once (a clip of another corpus),
+muted, or with its own or another clip's sound moved to a time drawn
+independently of the picture's: no sound in it says when the event is seen,
+so the answer that loses least without seeing is one the sound does not move. Guards on fresh pictures with
+their sound in sync (originals, swaps, short shifts) teach the opposite: the
+sound is the best clue to the picture's time (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -42,13 +54,15 @@ from relations.options import DEFAULT_OPTIONS, RelationOptions
 from relations.truth import NO_TRUTH, agrees, truth
 from thud_mt import grounding
 from thud_mt.clip import Clip
+from thud_mt.corpus.donors import eligible_donors
 from thud_mt.corpus.manifest import Corpus
 from thud_mt.errors import ThudError
-from thud_mt.interventions import mute
+from thud_mt.interventions import mute, shift, swap
 from thud_mt.pairs import PairDraft, PairWriter, PreferencePair
 from thud_mt.probes import N_PARAPHRASES, question
 
 CATEGORY = "original"
+_DONOR_WINDOW = 6  # blind guards draw a swap's donor from this many preceding clips
 
 
 @dataclass(frozen=True)
@@ -213,12 +227,84 @@ def _presence_guard(clip: Clip, edited: Clip, relation: str, paraphrase: int) ->
     )
 
 
+def write_blind_guards(
+    corpus: Corpus,
+    out: Path,
+    *,
+    per_variant: int = 1,
+    seed: int = 0,
+    options: RelationOptions = DEFAULT_OPTIONS,
+) -> Anchors:
+    """``per_variant`` visual questions about each clip of ``corpus`` muted, with its sound at a random time,
+    and with another clip's sound at a random time (module docstring): chosen the picture's time, rejected
+    another moment, drawn without the sound."""
+    labels = corpus.sound_labels
+    rng = np.random.default_rng(seed)
+    written = skipped = 0
+    recent: list[Clip] = []  # donors: the last few clips, not the whole corpus in memory
+    with PairWriter(out) as writer:
+        for entry in corpus.entries:
+            clip = corpus.load_clip(entry)
+            seen = truth(clip, "visual", options)
+            fit = eligible_donors(clip, recent)
+            recent = [*recent[-(_DONOR_WINDOW - 1) :], clip]
+            if seen is NO_TRUTH:
+                skipped += 1
+                continue
+            edited = [mute(clip), resounded(clip, rng, options)]
+            if fit:
+                edited.append(resounded(swap(clip, fit[int(rng.integers(len(fit)))]), rng, options))
+            for variant in edited:
+                relation = variant.edits[0].op  # a swap moved afterwards is still about the swap
+                for paraphrase in rng.permutation(N_PARAPHRASES["visual"])[:per_variant]:
+                    q = question("visual", int(paraphrase), sound_labels=labels)
+                    wrong = _elsewhere(float(seen), clip.duration, rng)  # type: ignore[arg-type]
+                    because = grounding.reason("visual", seen, variant, picture=clip.events)
+                    draft = PairDraft(
+                        kind="intervention",
+                        category=relation,
+                        question=q.text,
+                        chosen=grounding.answer(q, seen, because),
+                        rejected=grounding.answer(q, wrong, ""),
+                        clip=variant,
+                        source_clip=clip.id,
+                        meta={
+                            "guard": True,
+                            "blind": True,
+                            "probe": "visual",
+                            "paraphrase": int(paraphrase),
+                            "clip": clip.id,
+                            "about": "edited",
+                            "relation": relation,
+                            "chosen_value": seen,
+                            "rejected_value": wrong,
+                        },
+                    )
+                    written += writer.add(draft) is not None
+    return Anchors(written, skipped)
+
+
+def resounded(clip: Clip, rng: np.random.Generator, options: RelationOptions) -> Clip:
+    """The clip with its first heard sound moved to a time drawn uniformly inside the clip, whatever the
+    picture's time: where the sound is says nothing about where the event is seen."""
+    heard = [e.audio_time for e in clip.events if e.audio_time is not None]
+    if not heard:
+        return mute(clip)
+    target = float(rng.uniform(options.margin, clip.duration - options.margin))
+    return shift(clip, target - heard[0])
+
+
 def _sound_prior(clip: Clip, seen: float, rng: np.random.Generator) -> float:
     """The time a model that listens instead of looking would give: when the sound is heard, if it is not
     when the event is seen; else a moment 0.6-1.2 s away, inside the clip."""
     heard = [e.audio_time for e in clip.events if e.audio_time is not None]
     if heard and abs(heard[0] - seen) >= 0.3:
         return round(float(heard[0]), 3)
+    return _elsewhere(seen, clip.duration, rng)
+
+
+def _elsewhere(seen: float, duration: float, rng: np.random.Generator) -> float:
+    """A moment 0.6-1.2 s from ``seen``, inside the clip."""
     step = float(rng.uniform(0.6, 1.2))
     later, earlier = seen + step, seen - step
-    return round(later if later < clip.duration - 0.1 or earlier < 0.1 else earlier, 3)
+    return round(later if later < duration - 0.1 or earlier < 0.1 else earlier, 3)

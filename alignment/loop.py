@@ -49,6 +49,7 @@ GAIN_RELATIONS = ("shift", "mute", "swap")  # the edits the recipe must teach th
 TARGET_GAIN = 0.28  # the study's headline: +28 points on average over shift, mute and swap
 MAX_INVARIANCE_DROP = 0.02  # visual invariance and identity may not fall by more than 2 points
 PAIR_FOLDERS = ("intervention", "anchors", "guards")  # under DIR/harvest: what stage 1 and stage 2 train on
+BLIND_SEED = 7919  # added to the loop's seed for the blind guards' corpus: pictures no other step draws
 
 
 class LoopError(ThudError):
@@ -80,6 +81,10 @@ class Profile:
     # -2.8 without: the worst case is what they fix. They do not make a guess about an unseen picture
     # independent of its sound (docs/architecture.md, "visual invariance").
     guard_originals: bool = True
+    # Fresh pictures (another corpus, each seen once) whose visual question is asked muted and with the sound
+    # at a random time (alignment.anchors, blind guards); 0: none.
+    blind_pictures: int = 0
+    blind_guards: int = 1  # visual questions per blind variant (muted, moved)
     stage0: TrainOptions = field(default_factory=TrainOptions)
     recipe: TrainOptions = field(default_factory=TrainOptions)
     # "all": every pair in the DPO mix. A ratio drops pairs at random, which splits a harvested pair from its
@@ -386,7 +391,7 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
     """Run (or finish) the loop in ``out``; returns the report, also written to ``out/loop.json``."""
     import torch
 
-    from alignment.anchors import write_anchors, write_guards
+    from alignment.anchors import write_anchors, write_blind_guards, write_guards
     from alignment.clever_hans import write_clever_hans
     from alignment.data import load_rows
     from alignment.model import is_saved, load_for_training, save_model
@@ -479,12 +484,22 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
 
     harvested = step("harvest", harvest)
 
+    def blind() -> dict[str, Any]:
+        folder = out / "blind"
+        shutil.rmtree(folder, ignore_errors=True)
+        # Another seed's clips: other pictures, other ids, none of them the held-out clips.
+        fresh = build_synthetic_corpus(folder / "corpus", profile.blind_pictures, seed + BLIND_SEED, progress=progress)
+        guards = write_blind_guards(load_corpus(fresh), folder / "pairs", per_variant=profile.blind_guards, seed=seed)
+        return {"pictures": profile.blind_pictures, "pairs": guards.written}
+
+    blinded = step("blind-guards", blind) if profile.blind_pictures else None
+
     def recipe() -> dict[str, Any]:
-        folder = out / "harvest"
+        folders = [out / "harvest" / n for n in PAIR_FOLDERS] + ([out / "blind" / "pairs"] if blinded else [])
         config = RecipeConfig(
             model_path=str(base),
-            pairs=tuple(p for p in (folder / n for n in PAIR_FOLDERS) if pairs_file(p).is_file()),
-            general=(folder / "general",),
+            pairs=tuple(p for p in folders if pairs_file(p).is_file()),
+            general=(out / "harvest" / "general",),
             out=out / "train",
             mix_ratio=profile.mix_ratio,
             split=None,  # held-out clips are the evaluation; every training clip's pairs are trained on
@@ -507,6 +522,7 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
         "comparison": compare(before, after),
         "stage0": stage0,
         "harvest": harvested,
+        "blind_guards": blinded,
         "training": trained,
         "seconds": {**step.times, "total": round(time.perf_counter() - wall, 2)},
     }

@@ -481,6 +481,33 @@ def test_the_clever_hans_data_answers_from_the_picture_whatever_the_sound(corpus
     assert len({p.video for p in presence}) == 24 and all(p.rejected == "" for p in pairs)
 
 
+def test_blind_guards_ask_about_the_picture_with_a_sound_that_says_nothing_about_its_time(
+    corpus: Any, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from alignment.anchors import resounded, write_blind_guards
+    from relations.options import DEFAULT_OPTIONS
+    from thud_mt.pairs import read_pairs
+
+    written = write_blind_guards(corpus, tmp_path / "blind", per_variant=1, seed=0)
+    pairs = read_pairs(tmp_path / "blind" / "pairs.jsonl")
+    assert written.written == len(pairs) and {p.meta["probe"] for p in pairs} == {"visual"}
+    # Each picture muted and with its own sound moved; with another clip's sound moved where one can donate.
+    by_relation = {r: [p for p in pairs if p.category == r] for r in ("mute", "shift", "swap")}
+    assert len(by_relation["mute"]) == len(by_relation["shift"]) == 6 and len(by_relation["swap"]) >= 3
+    assert all(p.meta["blind"] and p.meta["about"] == "edited" for p in pairs)
+    for pair in pairs:
+        seen = next(e.visual_time for e in corpus.entry(pair.source_clip).events if e.visual_time is not None)
+        assert pair.meta["chosen_value"] == pytest.approx(seen)  # the picture's moment, whatever is heard
+        assert abs(pair.meta["rejected_value"] - seen) >= 0.6  # another moment, not the sound's
+    # The moved sound lands anywhere in the clip, whatever the picture's time: over many draws it is heard
+    # in the first and in the last second of the same clip, so it cannot tell the model when the event is seen.
+    clip = corpus.load_clip(corpus.entries[0])
+    heard = [resounded(clip, np.random.default_rng(k), DEFAULT_OPTIONS).events[0].audio_time for k in range(40)]
+    assert min(heard) < 1.0 and max(heard) > clip.duration - 1.0
+
+
 def test_anchors_ask_the_harvested_question_about_the_original_and_guards_protect_the_picture(
     corpus: Any, tmp_path: Path
 ) -> None:
@@ -649,7 +676,7 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     """The CI profile, cut to a few steps per stage: the mechanics, not the gain (that is the GPU profile's)."""
     out = tmp_path / "loop"
     args = ["loop", "--out", str(out), "--size", "ci", "--quiet", "--json-out", str(tmp_path / "report.json")]
-    args += ["--set", "stage0.max_steps=8", "--set", "recipe.max_steps=3"]
+    args += ["--set", "stage0.max_steps=8", "--set", "recipe.max_steps=3", "--set", "blind_pictures=3"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "average gain over shift, mute, swap" in result.output
@@ -682,9 +709,15 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     for folder in ("intervention", "anchors", "general"):
         sources = {json.loads(line)["source_clip"] for line in (out / "harvest" / folder / "pairs.jsonl").open()}
         assert sources <= train_ids, folder
+    # The blind guards' pictures are neither training nor held-out clips, and the recipe trains on them.
+    blind = {json.loads(line)["source_clip"] for line in (out / "blind" / "pairs" / "pairs.jsonl").open()}
+    assert len(blind) == 3 and not blind & (train_ids | held_ids) and report["blind_guards"]["pairs"] >= 6
+    counted = harvest["intervention"] + harvest["anchors"] + harvest["guards"] + report["blind_guards"]["pairs"]
+    assert report["training"]["sft_pairs"] == counted
     # Every step left its marker; stage 0's data and its training are apart, so a run cut short says which
     # of them took the time.
-    steps = ["corpus", "split", "random-model", "clever-hans-data", "clever-hans-base", "before", "harvest", "train"]
+    steps = ["corpus", "split", "random-model", "clever-hans-data", "clever-hans-base", "before", "harvest"]
+    steps += ["blind-guards", "train"]
     assert {p.stem for p in (out / "steps").glob("*.json")} == {*steps, "after"}
     assert report["stage0"]["pairs"] > 0 and report["stage0"]["clips"] == len(train_ids)
     # A rerun finds every step done and reports the same.

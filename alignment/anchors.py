@@ -36,10 +36,14 @@ a picture it has never seen. There its visual answer is a guess, and a guess
 that reads the sound moves with every edit. A blind guard asks the visual
 question about a picture the recipe sees once (a clip of another corpus),
 muted, or with its own or another clip's sound moved to a time drawn
-independently of the picture's: no sound in it says when the event is seen,
-so the answer that loses least without seeing is one the sound does not move. Guards on fresh pictures with
-their sound in sync (originals, swaps, short shifts) teach the opposite: the
-sound is the best clue to the picture's time (docs/architecture.md).
+independently of the picture's: no sound in it says when the event is seen.
+Its variants are not learned as answers (fitting times to pictures it cannot
+see made the guesses less stable, not more) but made to agree: the recipe's
+``sound_invariance`` term penalises every difference between the model's
+answers to the same question about the same picture under these sounds.
+Fresh pictures with their sound in sync (originals, swaps, short shifts)
+would teach the opposite: the sound is the best clue to the picture's time
+(docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from thud_mt.pairs import PairDraft, PairWriter, PreferencePair
 from thud_mt.probes import N_PARAPHRASES, question
 
 CATEGORY = "original"
+BLIND = "blind"  # blind guards' category: groups whose answers must agree, not answers to learn
 _DONOR_WINDOW = 6  # blind guards draw a swap's donor from this many preceding clips
 
 
@@ -231,13 +236,13 @@ def write_blind_guards(
     corpus: Corpus,
     out: Path,
     *,
-    per_variant: int = 1,
     seed: int = 0,
     options: RelationOptions = DEFAULT_OPTIONS,
 ) -> Anchors:
-    """``per_variant`` visual questions about each clip of ``corpus`` muted, with its sound at a random time,
-    and with another clip's sound at a random time (module docstring): chosen the picture's time, rejected
-    another moment, drawn without the sound."""
+    """One visual question about each clip of ``corpus``, asked muted, with its sound at a random time and
+    with another clip's sound at a random time (module docstring): a group of category ``blind`` whose
+    answers the recipe makes agree (``sound_invariance``) rather than learns. ``chosen`` is the picture's
+    time (the answer the agreement is measured on), ``rejected`` another moment, drawn without the sound."""
     labels = corpus.sound_labels
     rng = np.random.default_rng(seed)
     written = skipped = 0
@@ -254,33 +259,31 @@ def write_blind_guards(
             edited = [mute(clip), resounded(clip, rng, options)]
             if fit:
                 edited.append(resounded(swap(clip, fit[int(rng.integers(len(fit)))]), rng, options))
+            paraphrase = int(rng.integers(N_PARAPHRASES["visual"]))
+            q = question("visual", paraphrase, sound_labels=labels)
+            wrong = _elsewhere(float(seen), clip.duration, rng)  # type: ignore[arg-type]
             for variant in edited:
-                relation = variant.edits[0].op  # a swap moved afterwards is still about the swap
-                for paraphrase in rng.permutation(N_PARAPHRASES["visual"])[:per_variant]:
-                    q = question("visual", int(paraphrase), sound_labels=labels)
-                    wrong = _elsewhere(float(seen), clip.duration, rng)  # type: ignore[arg-type]
-                    because = grounding.reason("visual", seen, variant, picture=clip.events)
-                    draft = PairDraft(
-                        kind="intervention",
-                        category=relation,
-                        question=q.text,
-                        chosen=grounding.answer(q, seen, because),
-                        rejected=grounding.answer(q, wrong, ""),
-                        clip=variant,
-                        source_clip=clip.id,
-                        meta={
-                            "guard": True,
-                            "blind": True,
-                            "probe": "visual",
-                            "paraphrase": int(paraphrase),
-                            "clip": clip.id,
-                            "about": "edited",
-                            "relation": relation,
-                            "chosen_value": seen,
-                            "rejected_value": wrong,
-                        },
-                    )
-                    written += writer.add(draft) is not None
+                because = grounding.reason("visual", seen, variant, picture=clip.events)
+                draft = PairDraft(
+                    kind="intervention",
+                    category=BLIND,
+                    question=q.text,
+                    chosen=grounding.answer(q, seen, because),
+                    rejected=grounding.answer(q, wrong, ""),
+                    clip=variant,
+                    source_clip=clip.id,
+                    meta={
+                        "guard": True,
+                        "probe": "visual",
+                        "paraphrase": paraphrase,
+                        "clip": clip.id,
+                        "about": "edited",
+                        "relation": variant.edits[0].op,  # a swap moved afterwards is still about the swap
+                        "chosen_value": seen,
+                        "rejected_value": wrong,
+                    },
+                )
+                written += writer.add(draft) is not None
     return Anchors(written, skipped)
 
 

@@ -86,6 +86,13 @@ def main() -> None:
 @click.option("--dpo-lr", type=float, default=None, help="Stage 2 learning rate [default: --lr].")
 @click.option("--beta", type=float, default=0.1, show_default=True, help="DPO beta.")
 @click.option("--dpo-sft-weight", type=float, default=0.0, show_default=True, help="Weight of the chosen NLL in DPO.")
+@click.option(
+    "--sound-invariance",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Stage 1 weight making the answers of a group of category 'blind' (one picture, several sounds) agree.",
+)
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Pairs per step (per device).")
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
 @click.option("--max-steps", type=int, default=None, help="Cap on each stage's optimizer steps.")
@@ -118,6 +125,7 @@ def train(**kw: Any) -> None:
             dpo_lr=kw["dpo_lr"],
             beta=kw["beta"],
             dpo_sft_weight=kw["dpo_sft_weight"],
+            sound_invariance=kw["sound_invariance"],
             batch_size=kw["batch_size"],
             grad_accum=kw["grad_accum"],
             max_steps=kw["max_steps"],

@@ -16,6 +16,7 @@ second half in the same order. Padding is on the right, as TRL's collators do.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,21 +96,45 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> Any:
 
 
 class SFTCollator:
-    """Prompt + chosen answer; the loss is on the answer (and its end-of-turn token) only."""
+    """Prompt + chosen answer; the loss is on the answer (and its end-of-turn token) only.
+
+    A row with ``twins`` (a consistency group, ``alignment.data.consistency_groups``) becomes one sequence
+    per member, the same answer after each, with no labels: ``consistency_groups`` (the group's index,
+    -1 for a plain row) and ``consistency_mask`` (the answer's tokens) say what must agree. Batches
+    without groups carry neither key, and are exactly what ``trl.SFTTrainer`` trains on.
+    """
 
     def __init__(self, encoder: OmniEncoder) -> None:
         self.encoder = encoder
 
     def __call__(self, rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
-        encoded = [self.encoder.encode(row, [row["chosen"]]) for row in rows]
+        encoded: list[Encoded] = []
+        group: list[int] = []
+        for row in rows:
+            twins = json.loads(row["twins"]) if row.get("twins") else None
+            encoded.append(self.encoder.encode(row, [row["chosen"]]))
+            group.append(-1 if twins is None else len(set(group) - {-1}))
+            for video, audio in twins or ():
+                encoded.append(self.encoder.encode({**row, "video": video, "audio": audio}, [row["chosen"]]))
+                group.append(group[-1])
         ids = [e.prompt_ids + list(e.completions[0]) for e in encoded]
-        labels = [[-100] * len(e.prompt_ids) + list(e.completions[0]) for e in encoded]
-        return {
+        answers, labels = [], []
+        for e, g in zip(encoded, group, strict=True):  # a group's answer is compared, a plain row's learned
+            answer = list(e.completions[0])
+            answers.append([0] * len(e.prompt_ids) + [int(g >= 0)] * len(answer))
+            labels.append([-100] * len(e.prompt_ids) + (answer if g < 0 else [-100] * len(answer)))
+        batch = {
             "input_ids": _pad(ids, self.encoder.pad_id),
             "attention_mask": _pad([[1] * len(r) for r in ids], 0),
             "labels": _pad(labels, -100),
             **self.encoder.media(encoded),
         }
+        if any(g >= 0 for g in group):
+            import torch
+
+            batch["consistency_groups"] = torch.tensor(group, dtype=torch.long)
+            batch["consistency_mask"] = _pad(answers, 0).bool()
+        return batch
 
 
 class DPOCollator:

@@ -10,6 +10,7 @@ until a batch asks for its clips.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import OrderedDict
@@ -23,7 +24,19 @@ from thud_mt.errors import ThudError
 from thud_mt.pairs import PairsError, PreferencePair, Split, pairs_file, read_pairs
 
 # The columns of a training row (every value a string: datasets stores them as one Arrow table).
-ROW_KEYS = ("id", "kind", "category", "question", "chosen", "rejected", "video", "audio", "source_clip", "pairs_file")
+ROW_KEYS = (
+    "id",
+    "kind",
+    "category",
+    "question",
+    "chosen",
+    "rejected",
+    "video",
+    "audio",
+    "source_clip",
+    "pairs_file",
+    "twins",  # a consistency group's other media, JSON [[video, audio], ...]; "" for a plain pair
+)
 
 
 def pair_row(pair: PreferencePair, file: Path) -> dict[str, str]:
@@ -40,7 +53,25 @@ def pair_row(pair: PreferencePair, file: Path) -> dict[str, str]:
         "audio": str(folder / pair.audio),
         "source_clip": pair.source_clip,
         "pairs_file": str(file),
+        "twins": "",
     }
+
+
+def consistency_groups(rows: Sequence[dict[str, str]], category: str) -> list[dict[str, str]]:
+    """Rows of ``category`` asking one question about one source clip, folded into one row per group.
+
+    The first row keeps its media; the others' media go into ``twins``. The SFT collator encodes every
+    member with the same answer, and the trainer makes their answers agree (``sound_invariance``).
+    """
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        if row["category"] == category:
+            groups.setdefault((row["source_clip"], row["question"]), []).append(row)
+    folded = []
+    for members in groups.values():
+        first, *rest = members
+        folded.append({**first, "twins": json.dumps([[r["video"], r["audio"]] for r in rest])})
+    return folded
 
 
 def load_rows(files: Iterable[str | Path], *, split: Split | None = "train") -> list[dict[str, str]]:

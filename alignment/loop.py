@@ -81,10 +81,10 @@ class Profile:
     # -2.8 without: the worst case is what they fix. They do not make a guess about an unseen picture
     # independent of its sound (docs/architecture.md, "visual invariance").
     guard_originals: bool = True
-    # Fresh pictures (another corpus, each seen once) whose visual question is asked muted and with the sound
-    # at a random time (alignment.anchors, blind guards); 0: none.
+    # Fresh pictures (another corpus, each seen once) whose visual question is asked muted and with a sound at
+    # a random time, the answers made to agree (alignment.anchors, blind guards; recipe.sound_invariance
+    # weighs them); 0: none.
     blind_pictures: int = 0
-    blind_guards: int = 1  # visual questions per blind variant (muted, moved)
     stage0: TrainOptions = field(default_factory=TrainOptions)
     recipe: TrainOptions = field(default_factory=TrainOptions)
     # "all": every pair in the DPO mix. A ratio drops pairs at random, which splits a harvested pair from its
@@ -489,7 +489,7 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
         shutil.rmtree(folder, ignore_errors=True)
         # Another seed's clips: other pictures, other ids, none of them the held-out clips.
         fresh = build_synthetic_corpus(folder / "corpus", profile.blind_pictures, seed + BLIND_SEED, progress=progress)
-        guards = write_blind_guards(load_corpus(fresh), folder / "pairs", per_variant=profile.blind_guards, seed=seed)
+        guards = write_blind_guards(load_corpus(fresh), folder / "pairs", seed=seed)
         return {"pictures": profile.blind_pictures, "pairs": guards.written}
 
     blinded = step("blind-guards", blind) if profile.blind_pictures else None

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from alignment.data import Mix, by_kind, check_media_readable, load_rows, mix_pairs, to_dataset
+from alignment.anchors import BLIND
+from alignment.data import Mix, by_kind, check_media_readable, consistency_groups, load_rows, mix_pairs, to_dataset
 from alignment.errors import AlignmentError, MixError, OutputFolderError
 from alignment.model import Loaded, is_saved, load_for_training, omni_arch, save_model
 from thud_mt.pairs import Split
@@ -49,6 +50,9 @@ class TrainOptions:
     dpo_lr: float | None = None  # None: lr
     beta: float = 0.1
     dpo_sft_weight: float = 0.0  # > 0: add the chosen answers' NLL to the DPO loss (RPO), weighted
+    # Weight of stage 1's term making a consistency group's answers agree (pairs of category "blind",
+    # alignment.anchors); 0: such pairs are left out.
+    sound_invariance: float = 0.0
     batch_size: int = 4
     grad_accum: int = 1
     max_steps: int | None = None
@@ -75,6 +79,8 @@ class TrainOptions:
                 raise AlignmentError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise AlignmentError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.sound_invariance < 0:
+            raise AlignmentError(f"--sound-invariance must be >= 0, got {self.sound_invariance}")
         if self.lr <= 0 or (self.dpo_lr is not None and self.dpo_lr <= 0) or self.beta <= 0:
             raise AlignmentError("--lr, --dpo-lr and --beta must be positive")
 
@@ -193,16 +199,20 @@ def plan(config: RecipeConfig) -> Plan:
         raise MixError(f"--mix-ratio {ratio:g} asks for general pairs: pass --general FILE")
     rows = load_rows([*config.pairs, *config.general], split=config.split)
     check_media_readable(rows)
-    intervention, general = by_kind(rows)
+    intervention, general = by_kind([r for r in rows if r["category"] != BLIND])
     o = config.options
-    if o.sft_epochs > 0 and not intervention:
+    groups = consistency_groups(rows, BLIND)
+    if groups and not o.sound_invariance:
+        log.warning("%d groups of category %r left out: pass --sound-invariance to train on them", len(groups), BLIND)
+    intervention_sft = [*intervention, *groups] if o.sound_invariance else intervention
+    if o.sft_epochs > 0 and not intervention_sft:
         raise AlignmentError(
             f"stage 1 (SFT) has no intervention pairs{_split_note(config)} in {', '.join(map(str, config.pairs))}; "
             "pass --sft-epochs 0 to skip it"
         )
     mix = mix_pairs(intervention, general, ratio, seed=o.seed) if o.dpo_epochs > 0 else Mix((), 0, 0, None)
     _check_output(config)
-    return Plan(config, tuple(intervention), mix)
+    return Plan(config, tuple(intervention_sft), mix)
 
 
 def _split_note(config: RecipeConfig) -> str:
@@ -303,7 +313,7 @@ def _trainer(stage: Stage, loaded: Loaded, common: dict[str, Any], options: Trai
 
     sft_collator, dpo_collator = collators(loaded, options)
     if stage == "sft":
-        trainer = OmniSFTTrainer(data_collator=sft_collator, **common)
+        trainer = OmniSFTTrainer(data_collator=sft_collator, sound_invariance=options.sound_invariance, **common)
     else:
         ref = None
         if not options.lora:  # with LoRA the reference is the same weights with the adapter off

@@ -38,12 +38,69 @@ def dpo_config(**kwargs: Any) -> DPOConfig:
 
 
 class OmniSFTTrainer(SFTTrainer):
-    """``SFTTrainer`` on omni batches (see the module docstring for why no override is needed)."""
+    """``SFTTrainer`` on omni batches, plus the sound-invariance term on batches with consistency groups.
 
-    def __init__(self, *, model: Any, args: SFTConfig, data_collator: Any, train_dataset: Any, **kwargs: Any) -> None:
+    A batch without groups goes to ``SFTTrainer.compute_loss`` untouched. One with groups is scored with the
+    full logits: the labelled rows' token-mean NLL plus ``sound_invariance`` times the groups' divergence
+    (``sound_divergence``), logged as ``sound_invariance``.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        args: SFTConfig,
+        data_collator: Any,
+        train_dataset: Any,
+        sound_invariance: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         if not (args.dataset_kwargs or {}).get("skip_prepare_dataset") or args.remove_unused_columns:
             raise ValueError("omni SFT needs skip_prepare_dataset and remove_unused_columns=False: use sft_config()")
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset, **kwargs)
+        self.sound_invariance = sound_invariance
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        groups, mask = inputs.pop("consistency_groups", None), inputs.pop("consistency_mask", None)
+        if groups is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch.nn.functional as F
+
+        labels = inputs.pop("labels")
+        outputs = model(**inputs, use_cache=False)
+        logits = outputs.logits[:, :-1].float()  # position t predicts token t + 1
+        targets = labels[:, 1:]
+        labelled = targets != -100
+        nll = F.cross_entropy(logits[labelled], targets[labelled]) if labelled.any() else logits.sum() * 0.0
+        divergence = sound_divergence(logits, groups, mask[:, 1:])
+        mode = "train" if model.training else "eval"
+        self._metrics[mode]["sound_invariance"].append(float(divergence.detach()))
+        loss = nll + self.sound_invariance * divergence
+        return (loss, outputs) if return_outputs else loss
+
+
+def sound_divergence(logits: Any, groups: Any, mask: Any) -> Any:
+    """Mean over groups of the Jensen-Shannon divergence of their members' next-token distributions, per
+    answer token: zero exactly when every member of a group (one picture and question, several sounds)
+    would answer alike. ``logits`` (B, T, V) score ``mask``'s positions (B, T); ``groups`` (B,) is each row's
+    group, -1 for rows outside any. Every member gets gradient: no side is the target."""
+    import math
+
+    import torch
+
+    terms = []
+    for g in groups.unique().tolist():
+        if g < 0:
+            continue
+        rows = (groups == g).nonzero().flatten().tolist()
+        per_row = [logits[r][mask[r]].log_softmax(-1) for r in rows]  # (answer tokens, V) each
+        n = min(len(p) for p in per_row)  # the same answer after each member: equal unless truncated
+        logp = torch.stack([p[:n] for p in per_row])  # (members, tokens, V)
+        mean = logp.logsumexp(0) - math.log(len(rows))  # log of the members' average distribution
+        terms.append((logp.exp() * (logp - mean)).sum(-1).mean())
+    return torch.stack(terms).mean() if terms else logits.sum() * 0.0
 
 
 class OmniDPOTrainer(DPOTrainer):

@@ -197,6 +197,80 @@ def test_sft_learns_the_chosen_answer_only(encoder: OmniEncoder, pairs: Path) ->
         assert (labels[:first] == -100).all() and ids[first:].tolist()[: len(learned)] == learned
 
 
+def write_blind(folder: Path) -> Path:
+    """Blind guards of two pictures: one visual question each, asked muted and with a barking dog instead."""
+    from alignment.anchors import BLIND
+
+    visual = question("visual").text
+    donor = make_clip(clip_id="donor", size=(160, 120), seed=9, sound_at=1.2, sound="bark", label="dog_barks")
+    with PairWriter(folder) as writer:
+        for k in range(2):
+            clip = make_clip(clip_id=f"blind{k}", size=(160, 120), seed=20 + k, sound_at=1.0 + k)
+            seen = f"{1.0 + k} seconds."
+            for variant in (mute(clip), swap(clip, donor)):
+                writer.add(PairDraft("intervention", BLIND, visual, seen, "3.0 seconds.", variant, clip.id))
+    return folder / "pairs.jsonl"
+
+
+def test_a_consistency_group_is_one_sequence_per_sound_scored_by_agreement_not_by_its_answer(
+    encoder: OmniEncoder, pairs: Path, tiny: Path, tmp_path: Path
+) -> None:
+    from alignment.anchors import BLIND
+    from alignment.data import consistency_groups
+    from alignment.model import load_for_training
+    from alignment.trainers import sound_divergence
+
+    blind = load_rows([write_blind(tmp_path / "blind")], split=None)
+    (group, _) = consistency_groups(blind, BLIND)
+    assert json.loads(group["twins"]) and len(json.loads(group["twins"])) == 1  # muted, and one other sound
+    plain = load_rows([pairs], split=None)[0]
+    batch = SFTCollator(encoder)([group, plain])
+    assert batch["input_ids"].shape[0] == 3 and batch["consistency_groups"].tolist() == [0, 0, -1]
+    assert (batch["labels"][:2] == -100).all() and (batch["labels"][2] != -100).any()  # the group's answer: not learned
+    tokenizer = encoder.processor.tokenizer
+    for k in (0, 1):
+        answer = batch["input_ids"][k][batch["consistency_mask"][k]]
+        assert tokenizer.decode(answer) == group["chosen"] + "<|im_end|>"
+    assert not batch["consistency_mask"][2].any()
+
+    model = load_for_training(tiny, FAST).thinker
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "consistency_groups", "consistency_mask")}
+    logits = model(**inputs).logits[:, :-1]
+    groups, mask = batch["consistency_groups"], batch["consistency_mask"][:, 1:]
+    divergence = sound_divergence(logits, groups, mask)
+    assert divergence > 0  # muted and barking: the random model answers them differently
+    divergence.backward()
+    audio = [p.grad for name, p in model.named_parameters() if "audio_tower." in name and p.grad is not None]
+    assert audio and any(g.abs().sum() > 0 for g in audio)  # the sound is what the term teaches to ignore
+    # Members that see and hear the same thing agree exactly; rows outside any group never count.
+    same = logits.detach()[[0, 0, 2]]
+    assert sound_divergence(same, groups, mask[[0, 0, 2]]) == pytest.approx(0.0, abs=1e-6)
+    assert sound_divergence(same, torch.tensor([-1, -1, -1]), mask) == 0.0
+
+
+def test_blind_guards_train_only_with_a_sound_invariance_weight_and_never_in_the_dpo_mix(
+    tiny: Path, pairs: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from alignment.recipe import plan
+
+    blind = write_blind(tmp_path / "blind")
+    plain = plan(config(tiny, pairs, tmp_path / "plain"))
+
+    def with_blind(**options: Any) -> Any:
+        run = config(tiny, pairs, tmp_path / "run", options=dataclasses.replace(STEPS, **options))
+        return plan(dataclasses.replace(run, pairs=(pairs, blind)))
+
+    weighted = with_blind(sound_invariance=1.0)
+    assert len(weighted.sft_rows) == len(plain.sft_rows) + 2  # one row per picture, its sounds folded in
+    assert weighted.mix.rows == plain.mix.rows  # no answer of theirs to prefer
+    assert with_blind().sft_rows == plain.sft_rows  # without a weight they are left out
+    report = train(with_blind(sound_invariance=1.0, batch_size=4, dpo_epochs=0).config)
+    logged = [json.loads(line) for line in (report.out / "logs" / "stage1.jsonl").read_text().splitlines()]
+    assert any("sound_invariance" in record for record in logged)
+
+
 def test_dpo_rows_are_chosen_then_rejected_with_the_prompt_masked_and_media_for_both(
     encoder: OmniEncoder, pairs: Path
 ) -> None:
@@ -490,17 +564,21 @@ def test_blind_guards_ask_about_the_picture_with_a_sound_that_says_nothing_about
     from relations.options import DEFAULT_OPTIONS
     from thud_mt.pairs import read_pairs
 
-    written = write_blind_guards(corpus, tmp_path / "blind", per_variant=1, seed=0)
+    written = write_blind_guards(corpus, tmp_path / "blind", seed=0)
     pairs = read_pairs(tmp_path / "blind" / "pairs.jsonl")
-    assert written.written == len(pairs) and {p.meta["probe"] for p in pairs} == {"visual"}
+    assert written.written == len(pairs) and {p.category for p in pairs} == {"blind"}
+    assert {p.meta["probe"] for p in pairs} == {"visual"}
     # Each picture muted and with its own sound moved; with another clip's sound moved where one can donate.
-    by_relation = {r: [p for p in pairs if p.category == r] for r in ("mute", "shift", "swap")}
-    assert len(by_relation["mute"]) == len(by_relation["shift"]) == 6 and len(by_relation["swap"]) >= 3
-    assert all(p.meta["blind"] and p.meta["about"] == "edited" for p in pairs)
+    relations = [p.meta["relation"] for p in pairs]
+    assert relations.count("mute") == relations.count("shift") == 6 and relations.count("swap") >= 3
+    by_picture: dict[str, set[tuple[str, str]]] = {}
     for pair in pairs:
         seen = next(e.visual_time for e in corpus.entry(pair.source_clip).events if e.visual_time is not None)
         assert pair.meta["chosen_value"] == pytest.approx(seen)  # the picture's moment, whatever is heard
         assert abs(pair.meta["rejected_value"] - seen) >= 0.6  # another moment, not the sound's
+        by_picture.setdefault(pair.source_clip, set()).add((pair.question, pair.chosen))
+    # One question and one answer per picture, whatever the sound: a group whose answers must agree.
+    assert len(by_picture) == 6 and all(len(asked) == 1 for asked in by_picture.values())
     # The moved sound lands anywhere in the clip, whatever the picture's time: over many draws it is heard
     # in the first and in the last second of the same clip, so it cannot tell the model when the event is seen.
     clip = corpus.load_clip(corpus.entries[0])

@@ -9,7 +9,8 @@
 3. the suites on the held-out clips (*before*);
 4. the suites on the training clips with ``--thud-harvest`` (intervention
    pairs), general pairs of the training clips (``thud harvest general``),
-   and an anchor for every harvested pair (``alignment.anchors``);
+   and an anchor for every harvested pair (``alignment.anchors``); with
+   ``blind_pictures``, blind guards on another seed's pictures;
 5. the recipe (SFT -> DPO) on those pairs;
 6. the suites on the held-out clips again (*after*).
 

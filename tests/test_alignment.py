@@ -754,7 +754,8 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     """The CI profile, cut to a few steps per stage: the mechanics, not the gain (that is the GPU profile's)."""
     out = tmp_path / "loop"
     args = ["loop", "--out", str(out), "--size", "ci", "--quiet", "--json-out", str(tmp_path / "report.json")]
-    args += ["--set", "stage0.max_steps=8", "--set", "recipe.max_steps=3", "--set", "blind_pictures=3"]
+    args += ["--set", "stage0.max_steps=8", "--set", "recipe.max_steps=3"]
+    args += ["--set", "blind_pictures=3", "--set", "recipe.sound_invariance=1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "average gain over shift, mute, swap" in result.output
@@ -790,7 +791,8 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     # The blind guards' pictures are neither training nor held-out clips, and the recipe trains on them.
     blind = {json.loads(line)["source_clip"] for line in (out / "blind" / "pairs" / "pairs.jsonl").open()}
     assert len(blind) == 3 and not blind & (train_ids | held_ids) and report["blind_guards"]["pairs"] >= 6
-    counted = harvest["intervention"] + harvest["anchors"] + harvest["guards"] + report["blind_guards"]["pairs"]
+    # Stage 1 trains on every harvested pair, anchor and guard, and one group per blind picture.
+    counted = harvest["intervention"] + harvest["anchors"] + harvest["guards"] + len(blind)
     assert report["training"]["sft_pairs"] == counted
     # Every step left its marker; stage 0's data and its training are apart, so a run cut short says which
     # of them took the time.

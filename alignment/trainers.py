@@ -3,7 +3,8 @@
 Stage 1 uses ``trl.SFTTrainer`` itself: with ``skip_prepare_dataset`` and our
 collator it forwards every batch key to the model (``model(**inputs,
 fused_lm_head=True)``), media included, and its fused LM head scores only the
-answer tokens. Nothing needs overriding beyond the construction.
+answer tokens. Nothing needs overriding for plain pairs; ``compute_loss`` only
+adds the sound-invariance term where a batch holds consistency groups.
 
 Stage 2 subclasses ``trl.DPOTrainer``. Its loss already forwards every batch
 key except the masks to the policy and the reference model (both halves of
@@ -40,9 +41,10 @@ def dpo_config(**kwargs: Any) -> DPOConfig:
 class OmniSFTTrainer(SFTTrainer):
     """``SFTTrainer`` on omni batches, plus the sound-invariance term on batches with consistency groups.
 
-    A batch without groups goes to ``SFTTrainer.compute_loss`` untouched. One with groups is scored with the
-    full logits: the labelled rows' token-mean NLL plus ``sound_invariance`` times the groups' divergence
-    (``sound_divergence``), logged as ``sound_invariance``.
+    A batch without groups goes to ``SFTTrainer.compute_loss`` untouched. One with groups is scored from the
+    model's full logits, as a plain ``Trainer`` would (TRL's fused head keeps none): the labelled rows'
+    token-mean NLL plus ``sound_invariance`` times the groups' divergence (``sound_divergence``), logged as
+    ``sound_invariance``.
     """
 
     def __init__(
@@ -70,10 +72,12 @@ class OmniSFTTrainer(SFTTrainer):
 
         labels = inputs.pop("labels")
         outputs = model(**inputs, use_cache=False)
-        logits = outputs.logits[:, :-1].float()  # position t predicts token t + 1
+        # Position t predicts token t + 1. Only the scored positions are upcast: a full float copy of a real
+        # model's logits would double the largest tensor of the step.
+        logits = outputs.logits[:, :-1]
         targets = labels[:, 1:]
         labelled = targets != -100
-        nll = F.cross_entropy(logits[labelled], targets[labelled]) if labelled.any() else logits.sum() * 0.0
+        nll = F.cross_entropy(logits[labelled].float(), targets[labelled]) if labelled.any() else logits.sum() * 0.0
         divergence = sound_divergence(logits, groups, mask[:, 1:])
         mode = "train" if model.training else "eval"
         self._metrics[mode]["sound_invariance"].append(float(divergence.detach()))
@@ -95,7 +99,7 @@ def sound_divergence(logits: Any, groups: Any, mask: Any) -> Any:
         if g < 0:
             continue
         rows = (groups == g).nonzero().flatten().tolist()
-        per_row = [logits[r][mask[r]].log_softmax(-1) for r in rows]  # (answer tokens, V) each
+        per_row = [logits[r][mask[r]].float().log_softmax(-1) for r in rows]  # (answer tokens, V) each
         n = min(len(p) for p in per_row)  # the same answer after each member: equal unless truncated
         logp = torch.stack([p[:n] for p in per_row])  # (members, tokens, V)
         mean = logp.logsumexp(0) - math.log(len(rows))  # log of the members' average distribution

@@ -63,7 +63,7 @@ from thud_mt.corpus.manifest import Corpus
 from thud_mt.errors import ThudError
 from thud_mt.interventions import mute, shift, swap
 from thud_mt.pairs import PairDraft, PairWriter, PreferencePair
-from thud_mt.probes import N_PARAPHRASES, question
+from thud_mt.probes import N_PARAPHRASES, Question, question
 
 CATEGORY = "original"
 BLIND = "blind"  # blind guards' category: groups whose answers must agree, not answers to learn
@@ -180,32 +180,40 @@ def write_guards(
                     continue
                 for paraphrase in rng.permutation(N_PARAPHRASES["visual"])[:per_variant]:
                     q = question("visual", int(paraphrase), sound_labels=labels)
-                    because = grounding.reason("visual", seen, variant, picture=clip.events)
                     wrong = _sound_prior(variant, float(seen), rng)  # type: ignore[arg-type]
-                    draft = PairDraft(
-                        kind="intervention",
-                        category=relation,
-                        question=q.text,
-                        chosen=grounding.answer(q, seen, because),
-                        rejected=grounding.answer(q, wrong, ""),
-                        clip=variant,
-                        source_clip=clip.id,
-                        meta={
-                            "guard": True,
-                            "probe": "visual",
-                            "paraphrase": int(paraphrase),
-                            "clip": clip.id,
-                            "about": "edited" if is_edited else CATEGORY,
-                            "relation": relation,
-                            "chosen_value": seen,
-                            "rejected_value": wrong,
-                        },
-                    )
+                    draft = _visual_guard(clip, variant, q, seen, wrong, category=relation, relation=relation)
                     written += writer.add(draft) is not None
                 if relation in ("shift", "swap") and truth(variant, "presence", options) is True:
                     for paraphrase in rng.permutation(N_PARAPHRASES["presence"])[:presence]:
                         written += writer.add(_presence_guard(clip, variant, relation, int(paraphrase))) is not None
     return Anchors(written, skipped)
+
+
+def _visual_guard(
+    clip: Clip, variant: Clip, q: Question, seen: object, wrong: float, *, category: str, relation: str
+) -> PairDraft:
+    """The visual question about ``variant`` (``clip`` or an edit of it): the picture's time ``seen`` chosen,
+    ``wrong`` rejected."""
+    because = grounding.reason("visual", seen, variant, picture=clip.events)
+    return PairDraft(
+        kind="intervention",
+        category=category,
+        question=q.text,
+        chosen=grounding.answer(q, seen, because),
+        rejected=grounding.answer(q, wrong, ""),
+        clip=variant,
+        source_clip=clip.id,
+        meta={
+            "guard": True,
+            "probe": "visual",
+            "paraphrase": q.paraphrase,
+            "clip": clip.id,
+            "about": "edited" if variant.edits else CATEGORY,
+            "relation": relation,
+            "chosen_value": seen,
+            "rejected_value": wrong,
+        },
+    )
 
 
 def _presence_guard(clip: Clip, edited: Clip, relation: str, paraphrase: int) -> PairDraft:
@@ -263,26 +271,8 @@ def write_blind_guards(
             q = question("visual", paraphrase, sound_labels=labels)
             wrong = _elsewhere(float(seen), clip.duration, rng)  # type: ignore[arg-type]
             for variant in edited:
-                because = grounding.reason("visual", seen, variant, picture=clip.events)
-                draft = PairDraft(
-                    kind="intervention",
-                    category=BLIND,
-                    question=q.text,
-                    chosen=grounding.answer(q, seen, because),
-                    rejected=grounding.answer(q, wrong, ""),
-                    clip=variant,
-                    source_clip=clip.id,
-                    meta={
-                        "guard": True,
-                        "probe": "visual",
-                        "paraphrase": paraphrase,
-                        "clip": clip.id,
-                        "about": "edited",
-                        "relation": variant.edits[0].op,  # a swap moved afterwards is still about the swap
-                        "chosen_value": seen,
-                        "rejected_value": wrong,
-                    },
-                )
+                # A swap moved afterwards is still about the swap.
+                draft = _visual_guard(clip, variant, q, seen, wrong, category=BLIND, relation=variant.edits[0].op)
                 written += writer.add(draft) is not None
     return Anchors(written, skipped)
 

@@ -92,6 +92,13 @@ class Profile:
     # anchor; here general pairs are a few per clip and the couples many, so all of them go in.
     mix_ratio: float | Literal["all"] = "all"
 
+    def __post_init__(self) -> None:
+        if self.blind_pictures and not self.recipe.sound_invariance:
+            raise LoopError(
+                f"blind_pictures={self.blind_pictures} needs recipe.sound_invariance > 0: without it the recipe "
+                "leaves the blind guards out"
+            )
+
     @property
     def model_options(self) -> dict[str, str]:
         return {"max_frames": str(self.max_frames), "dtype": "float32"}

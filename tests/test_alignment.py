@@ -747,6 +747,9 @@ def test_profile_sizes_are_changed_by_name_and_a_wrong_name_is_an_error() -> Non
         with_overrides(PROFILES["ci"], ["recipe.epochs=2"])
     with pytest.raises(LoopError, match="is not a int"):
         with_overrides(PROFILES["ci"], ["clips=many"])
+    with pytest.raises(LoopError, match=r"needs recipe\.sound_invariance"):  # blind guards nothing would train on
+        with_overrides(PROFILES["ci"], ["blind_pictures=8"])
+    assert with_overrides(PROFILES["ci"], ["blind_pictures=8", "recipe.sound_invariance=1"]).blind_pictures == 8
 
 
 @pytest.mark.loop

@@ -280,11 +280,11 @@ def write_blind_guards(
 def resounded(clip: Clip, rng: np.random.Generator, options: RelationOptions) -> Clip:
     """The clip with its first heard sound moved to a time drawn uniformly inside the clip, whatever the
     picture's time: where the sound is says nothing about where the event is seen."""
-    heard = [e.audio_time for e in clip.events if e.audio_time is not None]
+    heard = grounding.heard(clip.events)
     if not heard:
         return mute(clip)
     target = float(rng.uniform(options.margin, clip.duration - options.margin))
-    return shift(clip, target - heard[0])
+    return shift(clip, target - heard[0].audio_time)  # type: ignore[operator]
 
 
 def _sound_prior(clip: Clip, seen: float, rng: np.random.Generator) -> float:

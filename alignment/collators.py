@@ -110,10 +110,12 @@ class SFTCollator:
     def __call__(self, rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
         encoded: list[Encoded] = []
         group: list[int] = []
+        groups = 0
         for row in rows:
             twins = json.loads(row["twins"]) if row.get("twins") else None
             encoded.append(self.encoder.encode(row, [row["chosen"]]))
-            group.append(-1 if twins is None else len(set(group) - {-1}))
+            group.append(-1 if twins is None else groups)
+            groups += twins is not None
             for video, audio in twins or ():
                 encoded.append(self.encoder.encode({**row, "video": video, "audio": audio}, [row["chosen"]]))
                 group.append(group[-1])

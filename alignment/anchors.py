@@ -44,11 +44,19 @@ answers to the same question about the same picture under these sounds.
 Fresh pictures with their sound in sync (originals, swaps, short shifts)
 would teach the opposite: the sound is the best clue to the picture's time
 (docs/architecture.md).
+
+Kept guards are blind guards answered by the base model instead: it is asked
+the visual question about each muted picture, and its own time is chosen for
+every version (category ``kept``), the time where that version's sound is
+heard rejected. A guess the base made from the picture alone is a function a
+model of its size can learn and carry to pictures it has not seen, unlike the
+picture's true time, which it cannot see; learned under every sound, it is
+the answer the sound must not move.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +75,7 @@ from thud_mt.probes import N_PARAPHRASES, Question, question
 
 CATEGORY = "original"
 BLIND = "blind"  # blind guards' category: groups whose answers must agree, not answers to learn
+KEPT = "kept"  # blind guards answered with the base model's own guess: learned like any pair
 _DONOR_WINDOW = 6  # blind guards draw a swap's donor from this many preceding clips
 
 
@@ -240,21 +249,63 @@ def _presence_guard(clip: Clip, edited: Clip, relation: str, paraphrase: int) ->
     )
 
 
+# Asks a model one visual question per picture and returns its times (None where it gave none).
+Guess = Callable[[Sequence[tuple[Clip, Question]]], Sequence[float | None]]
+
+
+@dataclass(frozen=True)
+class _Blind:
+    clip: Clip
+    edited: tuple[Clip, ...]  # muted first
+    question: Question
+    seen: float
+    wrong: float
+
+
 def write_blind_guards(
     corpus: Corpus,
     out: Path,
     *,
     seed: int = 0,
     options: RelationOptions = DEFAULT_OPTIONS,
+    guess: Guess | None = None,
+    chunk: int = 16,
 ) -> Anchors:
     """One visual question about each clip of ``corpus``, asked muted, with its sound at a random time and
-    with another clip's sound at a random time (module docstring): a group of category ``blind`` whose
-    answers the recipe makes agree (``sound_invariance``) rather than learns. ``chosen`` is the picture's
-    time (the answer the agreement is measured on), ``rejected`` another moment, drawn without the sound."""
+    with another clip's sound at a random time (module docstring).
+
+    Without ``guess``: a group of category ``blind`` whose answers the recipe makes agree
+    (``sound_invariance``) rather than learns; ``chosen`` is the picture's time (the answer the agreement
+    is measured on), ``rejected`` another moment, drawn without the sound. With ``guess`` (the base model,
+    asked about the muted pictures ``chunk`` at a time): pairs of category ``kept`` that choose the base's
+    own time for every version and reject where the version's sound is heard; a picture the base gives no
+    time for is skipped.
+    """
     labels = corpus.sound_labels
     rng = np.random.default_rng(seed)
+    rejects = np.random.default_rng([seed, 1])  # kept guards' wrong times: the versions stay those of ``blind``
     written = skipped = 0
     recent: list[Clip] = []  # donors: the last few clips, not the whole corpus in memory
+    pending: list[_Blind] = []
+
+    def flush(writer: PairWriter) -> None:
+        nonlocal written, skipped
+        if not pending:
+            return
+        times = guess([(b.edited[0], b.question) for b in pending]) if guess else [b.seen for b in pending]
+        for b, value in zip(pending, times, strict=True):
+            if value is None:
+                skipped += 1
+                continue
+            for variant in b.edited:
+                # A swap moved afterwards is still about the swap.
+                relation = variant.edits[0].op
+                wrong = b.wrong if guess is None else _sound_prior(variant, value, rejects)
+                category = BLIND if guess is None else KEPT
+                draft = _visual_guard(b.clip, variant, b.question, value, wrong, category=category, relation=relation)
+                written += writer.add(draft) is not None
+        pending.clear()
+
     with PairWriter(out) as writer:
         for entry in corpus.entries:
             clip = corpus.load_clip(entry)
@@ -270,10 +321,10 @@ def write_blind_guards(
             paraphrase = int(rng.integers(N_PARAPHRASES["visual"]))
             q = question("visual", paraphrase, sound_labels=labels)
             wrong = _elsewhere(float(seen), clip.duration, rng)  # type: ignore[arg-type]
-            for variant in edited:
-                # A swap moved afterwards is still about the swap.
-                draft = _visual_guard(clip, variant, q, seen, wrong, category=BLIND, relation=variant.edits[0].op)
-                written += writer.add(draft) is not None
+            pending.append(_Blind(clip, tuple(edited), q, float(seen), wrong))  # type: ignore[arg-type]
+            if len(pending) >= chunk:
+                flush(writer)
+        flush(writer)
     return Anchors(written, skipped)
 
 

@@ -38,11 +38,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from alignment.recipe import RecipeConfig, TrainOptions, run_stage, train
 from thud_mt.errors import ThudError
 from thud_mt.results import CaseResult, GroupSummary, Rate, read_results, summarize
+
+if TYPE_CHECKING:
+    from alignment.anchors import Guess
+    from thud_mt.clip import Clip
+    from thud_mt.probes import Question
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "suites"
@@ -86,6 +91,9 @@ class Profile:
     # a random time, the answers made to agree (alignment.anchors, blind guards; recipe.sound_invariance
     # weighs them); 0: none.
     blind_pictures: int = 0
+    # What the blind guards' versions are trained to answer: "agree" (with each other, recipe.sound_invariance
+    # weighs it) or "base" (the base model's own time for the muted picture, learned as a pair).
+    blind_answers: Literal["agree", "base"] = "agree"
     stage0: TrainOptions = field(default_factory=TrainOptions)
     recipe: TrainOptions = field(default_factory=TrainOptions)
     # "all": every pair in the DPO mix. A ratio drops pairs at random, which splits a harvested pair from its
@@ -93,7 +101,9 @@ class Profile:
     mix_ratio: float | Literal["all"] = "all"
 
     def __post_init__(self) -> None:
-        if self.blind_pictures and not self.recipe.sound_invariance:
+        if self.blind_answers not in ("agree", "base"):
+            raise LoopError(f"blind_answers={self.blind_answers!r}: expected 'agree' or 'base'")
+        if self.blind_pictures and self.blind_answers == "agree" and not self.recipe.sound_invariance:
             raise LoopError(
                 f"blind_pictures={self.blind_pictures} needs recipe.sound_invariance > 0: without it the recipe "
                 "leaves the blind guards out"
@@ -316,6 +326,25 @@ def run_suites(
         raise LoopError(f"the suites recorded no results; see {log}")
 
 
+def base_guess(model_path: Path, profile: Profile) -> Guess:
+    """The model at ``model_path``, as the suites run it, asked for times: a ``Guess`` for the blind guards.
+
+    An answer the suites could not read (or an error) is no time, and its picture gets no guard.
+    """
+    from thud_mt.models.base import Query
+    from thud_mt.models.registry import ModelOptions, create
+    from thud_mt.probes import parse
+
+    model = create("qwen-omni", ModelOptions(model_path=str(model_path), extra=profile.suite_options))
+
+    def guess(asked: Sequence[tuple[Clip, Question]]) -> list[float | None]:
+        answers = model.answer([Query(clip, q, case=f"blind guard: {clip.id}") for clip, q in asked])
+        read = [None if a.error else parse(q, a.text) for a, (_, q) in zip(answers, asked, strict=True)]
+        return [float(p.value) if p is not None and p.valid and p.value is not None else None for p in read]
+
+    return guess
+
+
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
@@ -497,8 +526,9 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
         shutil.rmtree(folder, ignore_errors=True)
         # Another seed's clips: other pictures, other ids, none of them the held-out clips.
         fresh = build_synthetic_corpus(folder / "corpus", profile.blind_pictures, seed + BLIND_SEED, progress=progress)
-        guards = write_blind_guards(load_corpus(fresh), folder / "pairs", seed=seed)
-        return {"pictures": profile.blind_pictures, "pairs": guards.written}
+        guess = base_guess(base, profile) if profile.blind_answers == "base" else None
+        guards = write_blind_guards(load_corpus(fresh), folder / "pairs", seed=seed, guess=guess)
+        return {"pictures": profile.blind_pictures, "answers": profile.blind_answers, "pairs": guards.written}
 
     blinded = step("blind-guards", blind) if profile.blind_pictures else None
 

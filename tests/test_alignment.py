@@ -586,6 +586,50 @@ def test_blind_guards_ask_about_the_picture_with_a_sound_that_says_nothing_about
     assert min(heard) < 1.0 and max(heard) > clip.duration - 1.0
 
 
+def test_kept_blind_guards_teach_the_base_models_own_time_for_every_sound(corpus: Any, tmp_path: Path) -> None:
+    from alignment.anchors import write_blind_guards
+    from thud_mt import grounding
+    from thud_mt.media import read_audio
+    from thud_mt.pairs import read_pairs
+    from thud_mt.signal import first_onset
+
+    asked: list[list[Any]] = []
+    skipped = corpus.entries[0].id
+
+    def guess(batch: Any) -> list[float | None]:
+        asked.append(list(batch))
+        # The base's time for each picture (here 1.0 s plus a tenth per clip); no time for the first picture.
+        return [None if clip.id == skipped else 1.0 + 0.1 * corpus.ids.index(clip.id) for clip, _ in batch]
+
+    written = write_blind_guards(corpus, tmp_path / "kept", seed=0, guess=guess, chunk=4)
+    kept = read_pairs(tmp_path / "kept" / "pairs.jsonl")
+    followed = 0
+    assert [len(batch) for batch in asked] == [4, 2]  # asked a chunk at a time
+    # The base is asked about the picture alone: each clip muted, with the question its guards ask.
+    assert all(not grounding.heard(clip.events) and clip.edits[0].op == "mute" for b in asked for clip, _ in b)
+    questions = {clip.id: q.text for b in asked for clip, q in b}
+    assert written.written == len(kept) and {p.category for p in kept} == {"kept"}
+    assert skipped not in {p.source_clip for p in kept} and written.skipped >= 1  # no time, no guard
+    for pair in kept:
+        base = 1.0 + 0.1 * corpus.ids.index(pair.source_clip)
+        assert pair.question == questions[pair.source_clip]
+        assert pair.meta["chosen_value"] == pytest.approx(base)  # the base's time, whatever is heard
+        # Rejected: where this version's sound is heard, the listener's answer; another moment if it is silent
+        # or heard near the base's time.
+        onset = first_onset(*read_audio(tmp_path / "kept" / pair.audio))
+        wrong = pair.meta["rejected_value"]
+        if onset is not None and abs(onset - base) >= 0.3:
+            assert wrong == pytest.approx(onset, abs=0.05), pair.meta
+            followed += 1
+        else:
+            assert abs(wrong - base) >= 0.6
+    assert followed >= 4
+    # The same versions of the same pictures as the agreeing guards: only the answers differ.
+    write_blind_guards(corpus, tmp_path / "agree", seed=0)
+    agree = read_pairs(tmp_path / "agree" / "pairs.jsonl")
+    assert {p.video for p in kept} == {p.video for p in agree if p.source_clip != skipped}
+
+
 def test_anchors_ask_the_harvested_question_about_the_original_and_guards_protect_the_picture(
     corpus: Any, tmp_path: Path
 ) -> None:
@@ -750,6 +794,9 @@ def test_profile_sizes_are_changed_by_name_and_a_wrong_name_is_an_error() -> Non
     with pytest.raises(LoopError, match=r"needs recipe\.sound_invariance"):  # blind guards nothing would train on
         with_overrides(PROFILES["ci"], ["blind_pictures=8"])
     assert with_overrides(PROFILES["ci"], ["blind_pictures=8", "recipe.sound_invariance=1"]).blind_pictures == 8
+    assert with_overrides(PROFILES["ci"], ["blind_pictures=8", "blind_answers=base"]).blind_answers == "base"
+    with pytest.raises(LoopError, match="expected 'agree' or 'base'"):
+        with_overrides(PROFILES["ci"], ["blind_answers=truth"])
 
 
 @pytest.mark.loop

@@ -269,6 +269,7 @@ def write_blind_guards(
     seed: int = 0,
     options: RelationOptions = DEFAULT_OPTIONS,
     guess: Guess | None = None,
+    originals: bool = False,
     chunk: int = 16,
 ) -> Anchors:
     """One visual question about each clip of ``corpus``, asked muted, with its sound at a random time and
@@ -279,7 +280,8 @@ def write_blind_guards(
     is measured on), ``rejected`` another moment, drawn without the sound. With ``guess`` (the base model,
     asked about the muted pictures ``chunk`` at a time): pairs of category ``kept`` that choose the base's
     own time for every version and reject where the version's sound is heard; a picture the base gives no
-    time for is skipped.
+    time for is skipped. ``originals`` (with ``guess``) adds the clip as recorded, its sound in sync, to the
+    versions.
     """
     labels = corpus.sound_labels
     rng = np.random.default_rng(seed)
@@ -297,9 +299,9 @@ def write_blind_guards(
             if value is None:
                 skipped += 1
                 continue
-            for variant in b.edited:
+            for variant in [b.clip, *b.edited] if guess is not None and originals else b.edited:
                 # A swap moved afterwards is still about the swap.
-                relation = variant.edits[0].op
+                relation = variant.edits[0].op if variant.edits else CATEGORY
                 wrong = b.wrong if guess is None else _sound_prior(variant, value, rejects)
                 category = BLIND if guess is None else KEPT
                 draft = _visual_guard(b.clip, variant, b.question, value, wrong, category=category, relation=relation)

@@ -197,10 +197,8 @@ def test_sft_learns_the_chosen_answer_only(encoder: OmniEncoder, pairs: Path) ->
         assert (labels[:first] == -100).all() and ids[first:].tolist()[: len(learned)] == learned
 
 
-def write_blind(folder: Path) -> Path:
+def write_blind(folder: Path, category: str = "blind") -> Path:
     """Blind guards of two pictures: one visual question each, asked muted and with a barking dog instead."""
-    from alignment.anchors import BLIND
-
     visual = question("visual").text
     donor = make_clip(clip_id="donor", size=(160, 120), seed=9, sound_at=1.2, sound="bark", label="dog_barks")
     with PairWriter(folder) as writer:
@@ -208,7 +206,7 @@ def write_blind(folder: Path) -> Path:
             clip = make_clip(clip_id=f"blind{k}", size=(160, 120), seed=20 + k, sound_at=1.0 + k)
             seen = f"{1.0 + k} seconds."
             for variant in (mute(clip), swap(clip, donor)):
-                writer.add(PairDraft("intervention", BLIND, visual, seen, "3.0 seconds.", variant, clip.id))
+                writer.add(PairDraft("intervention", category, visual, seen, "3.0 seconds.", variant, clip.id))
     return folder / "pairs.jsonl"
 
 
@@ -269,6 +267,20 @@ def test_blind_guards_train_only_with_a_sound_invariance_weight_and_never_in_the
     report = train(with_blind(sound_invariance=1.0, batch_size=4, dpo_epochs=0).config)
     logged = [json.loads(line) for line in (report.out / "logs" / "stage1.jsonl").read_text().splitlines()]
     assert any("sound_invariance" in record for record in logged)
+
+
+def test_kept_guards_are_learned_like_any_pair_in_both_stages(tiny: Path, pairs: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from alignment.anchors import KEPT
+    from alignment.recipe import plan
+
+    kept = write_blind(tmp_path / "kept", category=KEPT)
+    run = config(tiny, pairs, tmp_path / "run", mix_ratio="all")
+    plain, with_kept = plan(run), plan(dataclasses.replace(run, pairs=(pairs, kept)))
+    assert len(with_kept.sft_rows) == len(plain.sft_rows) + 4  # every version an answer of its own
+    assert len(with_kept.mix.rows) == len(plain.mix.rows) + 4
+    assert sum(r["category"] == KEPT for r in with_kept.mix.rows) == 4
 
 
 def test_dpo_rows_are_chosen_then_rejected_with_the_prompt_masked_and_media_for_both(
@@ -601,7 +613,7 @@ def test_kept_blind_guards_teach_the_base_models_own_time_for_every_sound(corpus
         # The base's time for each picture (here 1.0 s plus a tenth per clip); no time for the first picture.
         return [None if clip.id == skipped else 1.0 + 0.1 * corpus.ids.index(clip.id) for clip, _ in batch]
 
-    written = write_blind_guards(corpus, tmp_path / "kept", seed=0, guess=guess, chunk=4)
+    written = write_blind_guards(corpus, tmp_path / "kept", seed=0, guess=guess, originals=True, chunk=4)
     kept = read_pairs(tmp_path / "kept" / "pairs.jsonl")
     followed = 0
     assert [len(batch) for batch in asked] == [4, 2]  # asked a chunk at a time
@@ -624,10 +636,36 @@ def test_kept_blind_guards_teach_the_base_models_own_time_for_every_sound(corpus
         else:
             assert abs(wrong - base) >= 0.6
     assert followed >= 4
-    # The same versions of the same pictures as the agreeing guards: only the answers differ.
+    # The same edited versions of the same pictures as the agreeing guards, and each picture as recorded.
     write_blind_guards(corpus, tmp_path / "agree", seed=0)
     agree = read_pairs(tmp_path / "agree" / "pairs.jsonl")
-    assert {p.video for p in kept} == {p.video for p in agree if p.source_clip != skipped}
+    edited = {p.video for p in kept if p.meta["relation"] != "original"}
+    assert edited == {p.video for p in agree if p.source_clip != skipped}
+    originals = [p for p in kept if p.meta["relation"] == "original"]
+    assert sorted(p.source_clip for p in originals) == sorted(set(corpus.ids) - {skipped})
+
+
+def test_the_base_is_asked_for_its_time_about_each_picture_and_an_unreadable_answer_is_none(corpus: Any) -> None:
+    from alignment.loop import PROFILES, base_guess
+    from thud_mt.interventions import mute
+    from thud_mt.models.base import Answer
+    from thud_mt.models.reference import VisualOnly
+    from thud_mt.models.registry import register
+
+    clips = [mute(corpus.load_clip(entry)) for entry in corpus.entries[:3]]
+    q = question("visual", 1, sound_labels=corpus.sound_labels)
+    # A model that looks at the picture: its times are the events' as seen, read back from its answers.
+    times = base_guess(Path("unused"), PROFILES["ci"], spec="visual-only")([(c, q) for c in clips])
+    seen = [next(e.visual_time for e in c.events if e.visual_time is not None) for c in clips]
+    assert times == pytest.approx(seen, abs=0.2)
+
+    class Garbled(VisualOnly):
+        def answer(self, queries: Any) -> list[Answer]:
+            return [Answer(text="somewhere"), Answer(text="", error="CUDA out of memory"), *super().answer(queries[2:])]
+
+    register("garbled-for-blind-guards")(lambda options: Garbled())
+    times = base_guess(Path("unused"), PROFILES["ci"], spec="garbled-for-blind-guards")([(c, q) for c in clips])
+    assert times[:2] == [None, None] and times[2] == pytest.approx(seen[2], abs=0.2)
 
 
 def test_anchors_ask_the_harvested_question_about_the_original_and_guards_protect_the_picture(
@@ -791,10 +829,11 @@ def test_profile_sizes_are_changed_by_name_and_a_wrong_name_is_an_error() -> Non
         with_overrides(PROFILES["ci"], ["recipe.epochs=2"])
     with pytest.raises(LoopError, match="is not a int"):
         with_overrides(PROFILES["ci"], ["clips=many"])
-    with pytest.raises(LoopError, match=r"needs recipe\.sound_invariance"):  # blind guards nothing would train on
-        with_overrides(PROFILES["ci"], ["blind_pictures=8"])
-    assert with_overrides(PROFILES["ci"], ["blind_pictures=8", "recipe.sound_invariance=1"]).blind_pictures == 8
-    assert with_overrides(PROFILES["ci"], ["blind_pictures=8", "blind_answers=base"]).blind_answers == "base"
+    with pytest.raises(LoopError, match=r"needs recipe\.sound_invariance"):  # groups nothing would train on
+        with_overrides(PROFILES["ci"], ["blind_pictures=8", "blind_answers=agree"])
+    agree = ["blind_pictures=8", "blind_answers=agree", "recipe.sound_invariance=1"]
+    assert with_overrides(PROFILES["ci"], agree).blind_pictures == 8
+    assert with_overrides(PROFILES["ci"], ["blind_pictures=8"]).blind_answers == "base"  # kept guards need no term
     with pytest.raises(LoopError, match="expected 'agree' or 'base'"):
         with_overrides(PROFILES["ci"], ["blind_answers=truth"])
 
@@ -805,7 +844,7 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     out = tmp_path / "loop"
     args = ["loop", "--out", str(out), "--size", "ci", "--quiet", "--json-out", str(tmp_path / "report.json")]
     args += ["--set", "stage0.max_steps=8", "--set", "recipe.max_steps=3"]
-    args += ["--set", "blind_pictures=3", "--set", "recipe.sound_invariance=1"]
+    args += ["--set", "blind_pictures=3", "--set", "blind_answers=agree", "--set", "recipe.sound_invariance=1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "average gain over shift, mute, swap" in result.output

@@ -533,7 +533,14 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
         guards = write_blind_guards(
             load_corpus(fresh), folder / "pairs", seed=seed, guess=guess, originals=profile.blind_originals
         )
-        return {"pictures": profile.blind_pictures, "answers": profile.blind_answers, "pairs": guards.written}
+        if guards.skipped:  # a base that gives no readable time about a picture leaves it out, not the run
+            say(f"[blind-guards] {guards.skipped} of {profile.blind_pictures} pictures without a guard")
+        return {
+            "pictures": profile.blind_pictures,
+            "answers": profile.blind_answers,
+            "pairs": guards.written,
+            "skipped": guards.skipped,
+        }
 
     blinded = step("blind-guards", blind) if profile.blind_pictures else None
 

@@ -92,8 +92,8 @@ class Profile:
     blind_pictures: int = 0
     # What the blind guards' versions are trained to answer: "base", the base model's own time for the muted
     # picture, learned as a pair (kept guards); or "agree", with each other (recipe.sound_invariance weighs
-    # it). On the gpu profile the kept guards kept the visual invariance at 96.5 where the agreeing ones left
-    # 70.1 (docs/architecture.md, "visual invariance").
+    # it). On the gpu profile, from one stage 0, the kept guards left the visual invariance at 96.5 after the
+    # recipe; the agreeing ones and no blind guards at all left 70.1 (docs/architecture.md, "visual invariance").
     blind_answers: Literal["agree", "base"] = "base"
     blind_originals: bool = True  # with "base": the picture with its own sound in sync is a version too
     stage0: TrainOptions = field(default_factory=TrainOptions)

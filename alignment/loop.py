@@ -336,13 +336,13 @@ def base_guess(model_path: Path, profile: Profile, *, spec: str = "qwen-omni") -
     """
     from thud_mt.models.base import Query
     from thud_mt.models.registry import ModelOptions, create
-    from thud_mt.probes import parse
+    from thud_mt.runner import read_answer
 
     model = create(spec, ModelOptions(model_path=str(model_path), extra=profile.suite_options))
 
     def guess(asked: Sequence[tuple[Clip, Question]]) -> list[float | None]:
         answers = model.answer([Query(clip, q, case=f"blind guard: {clip.id}") for clip, q in asked])
-        read = [None if a.error else parse(q, a.text) for a, (_, q) in zip(answers, asked, strict=True)]
+        read = [None if a.error else read_answer(q, a) for a, (_, q) in zip(answers, asked, strict=True)]
         return [float(p.value) if p is not None and p.valid and p.value is not None else None for p in read]
 
     return guess

@@ -109,6 +109,13 @@ def _jsonable(value: object) -> object:
     return None if value is NO_TRUTH else value
 
 
+def read_answer(q: Question, answer: Answer) -> Parsed:
+    """How the suites read an answer: its text, or (a scored answer with no text) the best-scored choice."""
+    if not answer.text.strip() and answer.scores:
+        return parse_choice(q, max(answer.scores, key=lambda c: answer.scores[c]))  # type: ignore[index]
+    return parse(q, answer.text)
+
+
 @dataclass
 class CaseRunner:
     model: Model
@@ -331,15 +338,9 @@ class CaseRunner:
             )
             bad = Parsed(probe, None, False, reason)
             return Judgement("error", reason, None, None), bad, bad
-        src, fol = self._parse(q, source), self._parse(q, followup)
+        src, fol = read_answer(q, source), read_answer(q, followup)
         reference = src.value if relation.mode(probe) == "invariant" else expected
         return relation.judge(probe, src, fol, source_truth, reference, self.context()), src, fol
-
-    @staticmethod
-    def _parse(q: Question, answer: Answer) -> Parsed:
-        if not answer.text.strip() and answer.scores:
-            return parse_choice(q, max(answer.scores, key=lambda c: answer.scores[c]))  # type: ignore[index]
-        return parse(q, answer.text)
 
     def canary(self, n_clips: int) -> CanaryReport:
         """Ask about ``n_clips`` clips with a sound and their muted copies; count answers that changed."""

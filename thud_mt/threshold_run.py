@@ -34,7 +34,7 @@ from thud_mt.errors import ThudError
 from thud_mt.interventions import shift
 from thud_mt.models.base import Query
 from thud_mt.probes import question
-from thud_mt.runner import CaseRunner
+from thud_mt.runner import CaseRunner, read_answer
 from thud_mt.threshold import DEFAULT_CHECKS, Search, Trial, bisect_threshold, psi_threshold
 
 Side = Literal["lead", "lag"]
@@ -269,7 +269,7 @@ def measure_side(runner: CaseRunner, clip_id: str, side: Side, settings: Thresho
             tally.values.append("error")
             tally.note(f"at {SIGN[side] * magnitude:+.3f} s: {answer.error}")
             return False
-        parsed = runner._parse(q, answer)  # the runner's reading: text, or the best-scored choice
+        parsed = read_answer(q, answer)  # the runner's reading: text, or the best-scored choice
         if not parsed.valid:
             tally.invalid += 1
             tally.values.append("invalid")

@@ -70,6 +70,7 @@ from thud_mt.corpus.donors import eligible_donors
 from thud_mt.corpus.manifest import Corpus
 from thud_mt.errors import ThudError
 from thud_mt.interventions import mute, shift, swap
+from thud_mt.media import writer_threads
 from thud_mt.pairs import PairDraft, PairWriter, PreferencePair
 from thud_mt.probes import N_PARAPHRASES, Question, question
 
@@ -92,7 +93,7 @@ def write_anchors(
     labels = corpus.sound_labels
     written = skipped = 0
     clips: dict[str, Clip | None] = {}
-    with PairWriter(out) as writer:
+    with PairWriter(out, workers=writer_threads()) as writer:
         for pair in pairs:
             draft = _anchor(pair, corpus, labels, clips, options)
             if draft is None:
@@ -177,7 +178,7 @@ def write_guards(
     rng = np.random.default_rng(seed)
     clips = [corpus.load_clip(entry) for entry in corpus.entries]
     written = skipped = 0
-    with PairWriter(out) as writer:
+    with PairWriter(out, workers=writer_threads()) as writer:
         for clip in clips:
             drawn = [v for _ in range(copies) for v in variants(clip, clips, rng, options)[1:]]
             for variant in [clip, *drawn] if originals else drawn:
@@ -308,7 +309,7 @@ def write_blind_guards(
                 written += writer.add(draft) is not None
         pending.clear()
 
-    with PairWriter(out) as writer:
+    with PairWriter(out, workers=writer_threads()) as writer:
         for entry in corpus.entries:
             clip = corpus.load_clip(entry)
             seen = truth(clip, "visual", options)

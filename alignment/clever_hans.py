@@ -27,6 +27,7 @@ from thud_mt.clip import Clip
 from thud_mt.corpus.donors import eligible_donors
 from thud_mt.corpus.manifest import Corpus
 from thud_mt.interventions import mute, shift, swap
+from thud_mt.media import writer_threads
 from thud_mt.models.base import Query
 from thud_mt.models.reference import VisualOnly
 from thud_mt.pairs import PairDraft, PairWriter
@@ -92,7 +93,7 @@ def write_clever_hans(
     clips = [corpus.load_clip(entry) for entry in corpus.entries]
     rng = np.random.default_rng(seed)
     written = 0
-    with PairWriter(out) as writer:
+    with PairWriter(out, workers=writer_threads()) as writer:
         for clip in clips:
             for variant in variants(clip, clips, rng, options):
                 asked = [question(probe, p, sound_labels=labels) for probe, p in _draw(rng, questions_per_variant)]

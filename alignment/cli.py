@@ -91,7 +91,8 @@ def main() -> None:
     type=float,
     default=0.0,
     show_default=True,
-    help="Stage 1 weight making the answers of a group of category 'blind' (one picture, several sounds) agree.",
+    help="Stage 1 weight making the answers of a group of category 'blind' or 'kept' (one picture, several sounds) "
+    "agree.",
 )
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Pairs per step (per device).")
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")

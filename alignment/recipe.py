@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from alignment.anchors import BLIND
+from alignment.anchors import BLIND, KEPT
 from alignment.data import Mix, by_kind, check_media_readable, consistency_groups, load_rows, mix_pairs, to_dataset
 from alignment.errors import AlignmentError, MixError, OutputFolderError
 from alignment.model import Loaded, is_saved, load_for_training, omni_arch, save_model
@@ -50,8 +50,8 @@ class TrainOptions:
     dpo_lr: float | None = None  # None: lr
     beta: float = 0.1
     dpo_sft_weight: float = 0.0  # > 0: add the chosen answers' NLL to the DPO loss (RPO), weighted
-    # Weight of stage 1's term making a consistency group's answers agree (pairs of category "blind",
-    # alignment.anchors); 0: such pairs are left out.
+    # Weight of stage 1's term making a consistency group's answers agree (the versions of one picture in
+    # pairs of category "blind" or "kept", alignment.anchors); 0: no term, and "blind" pairs are left out.
     sound_invariance: float = 0.0
     batch_size: int = 4
     grad_accum: int = 1
@@ -201,10 +201,12 @@ def plan(config: RecipeConfig) -> Plan:
     check_media_readable(rows)
     intervention, general = by_kind([r for r in rows if r["category"] != BLIND])
     o = config.options
-    groups = consistency_groups(rows, BLIND)
-    if groups and not o.sound_invariance:
-        log.warning("%d groups of category %r left out: pass --sound-invariance to train on them", len(groups), BLIND)
-    intervention_sft = [*intervention, *groups] if o.sound_invariance else intervention
+    blind = consistency_groups(rows, BLIND)
+    if blind and not o.sound_invariance:
+        log.warning("%d groups of category %r left out: pass --sound-invariance to train on them", len(blind), BLIND)
+    # Kept guards are learned as pairs either way; with the term, each picture's versions must also agree.
+    groups = [*blind, *consistency_groups(rows, KEPT)] if o.sound_invariance else []
+    intervention_sft = [*intervention, *groups]
     if o.sft_epochs > 0 and not intervention_sft:
         raise AlignmentError(
             f"stage 1 (SFT) has no intervention pairs{_split_note(config)} in {', '.join(map(str, config.pairs))}; "

@@ -34,7 +34,10 @@
 # (the steps record absolute paths: WORK must be the same folder on both machines).
 #
 # Extra arguments go to `python -m alignment loop`, e.g. `--set clips=32` to shrink a run that is too slow.
-# LIMIT (seconds, default 560) stops the loop; a rerun on the same warm machine resumes after its last step.
+# LIMIT (seconds, default 560) stops the loop; a rerun on the same warm machine resumes after its last step, and
+# in the recipe from its last checkpoint (every 100 steps). With the kept guards the loop takes more than one
+# 10-minute call on an H200: start it with LIMIT=550 and timeout_s 600, then at once (the machine goes back
+# after 30 s idle) call again with what is left.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/device}
@@ -44,7 +47,8 @@ mkdir -p "$OUT"
 LOG="$OUT/alignment_loop.log"
 touch "$LOG"
 
-if ! python3 -c "import trl, datasets, av, jsonschema" 2>/dev/null; then
+# A second call on the same warm machine finds them unpacked already.
+if ! PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import trl, datasets, av, jsonschema" 2>/dev/null; then
   mkdir -p /tmp/site
   if [ -f .whl/site.tar.xz ]; then  # the packages unpacked, xz-compressed: a third smaller than their wheels
     echo "unpacking .whl/site.tar.xz into /tmp/site" | tee -a "$LOG"
@@ -75,12 +79,14 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 start=$(date +%s)
+# Progress goes to stdout as it comes (a call stopped at its limit returns only what was printed), and to $LOG.
 timeout "$LIMIT" python3 -m alignment loop --out "$WORK" --size gpu --quiet \
-  --json-out "$OUT/alignment_loop.json" "$@" 2>&1 | tee -a "$LOG" | tail -n 40 >"$OUT/alignment_loop.txt"
+  --json-out "$OUT/alignment_loop.json" "$@" 2>&1 | tee -a "$LOG"
 code=${PIPESTATUS[0]}
+tail -n 40 "$LOG" >"$OUT/alignment_loop.txt"
 echo "exit $code after $(( $(date +%s) - start )) s" | tee -a "$LOG" "$OUT/alignment_loop.txt"
 # Each finished step's result and the training logs, also when the run was cut short.
-tar czf "$OUT/steps.tgz" -C "$WORK" steps logs results >/dev/null 2>&1 || true
+tar czf "$OUT/steps.tgz" -C "$WORK" --ignore-failed-read steps logs results train/logs train/summary.json \
+  >/dev/null 2>&1 || true
 cp "$WORK/train/summary.json" "$OUT/train_summary.json" 2>/dev/null || true
-cat "$OUT/alignment_loop.txt"
 exit "$code"

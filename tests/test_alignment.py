@@ -281,6 +281,14 @@ def test_kept_guards_are_learned_like_any_pair_in_both_stages(tiny: Path, pairs:
     assert len(with_kept.sft_rows) == len(plain.sft_rows) + 4  # every version an answer of its own
     assert len(with_kept.mix.rows) == len(plain.mix.rows) + 4
     assert sum(r["category"] == KEPT for r in with_kept.mix.rows) == 4
+    # With the sound-invariance term, each picture's versions are also one group whose answers must agree.
+    agreeing = plan(
+        dataclasses.replace(run, pairs=(pairs, kept), options=dataclasses.replace(STEPS, sound_invariance=1.0))
+    )
+    groups = [r for r in agreeing.sft_rows if r["twins"]]
+    assert len(agreeing.sft_rows) == len(with_kept.sft_rows) + 2 and len(groups) == 2
+    assert all(r["category"] == KEPT and len(json.loads(r["twins"])) == 1 for r in groups)
+    assert agreeing.mix.rows == with_kept.mix.rows  # the term is stage 1's: DPO sees the pairs alone
 
 
 def test_dpo_rows_are_chosen_then_rejected_with_the_prompt_masked_and_media_for_both(

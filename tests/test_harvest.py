@@ -402,6 +402,66 @@ def test_two_processes_adding_overlapping_pairs_write_each_once(tmp_path: Path) 
     assert sorted(d["question"] for d in records) == sorted(f"question {i}" for i in range(40))
 
 
+def varied_drafts(n: int) -> list[PairDraft]:
+    """Drafts over five clips: many share media, one repeats an earlier draft exactly."""
+    frames = np.zeros((10, 16, 16, 3), np.uint8)
+    clips = [
+        Clip(
+            id=f"c{i}",
+            video=frames + 30 * i,
+            fps=10.0,
+            audio=np.full((16000, 1), 0.02 * (i + 1), np.float32),
+            sample_rate=16000,
+        )
+        for i in range(5)
+    ]
+    drafts = [
+        PairDraft("general", "description", f"q {i}", "chosen", "rejected", clips[i % 5], f"c{i % 5}") for i in range(n)
+    ]
+    return [*drafts, drafts[3]]
+
+
+def test_media_encoded_on_threads_give_the_same_file_as_one_thread(tmp_path: Path) -> None:
+    drafts = varied_drafts(23)
+    with PairWriter(tmp_path / "one") as writer:
+        one = [writer.add(d) for d in drafts]
+    with PairWriter(tmp_path / "four", workers=4) as writer:
+        four = [writer.add(d) for d in drafts]
+        assert four[-1] is None  # the repeat adds nothing
+    assert [p is None for p in four] == [p is None for p in one] == [False] * 23 + [True]
+    assert (tmp_path / "four" / "pairs.jsonl").read_bytes() == (tmp_path / "one" / "pairs.jsonl").read_bytes()
+    assert sorted(f.name for f in (tmp_path / "four" / "media").iterdir()) == sorted(
+        f.name for f in (tmp_path / "one" / "media").iterdir()
+    )
+    assert len(read_pairs(tmp_path / "four" / "pairs.jsonl")) == 23  # every record's media are there
+
+
+def test_a_failed_media_write_on_a_thread_names_its_pair_and_the_others_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import thud_mt.media
+
+    real = thud_mt.media.write_clip
+    bad = media_digest(varied_drafts(5)[2].clip)
+
+    def write_clip(clip: Clip, path: Path, **kw: object) -> Path:
+        if bad in Path(path).name:
+            raise OSError(28, "No space left on device", str(path))
+        return real(clip, path, **kw)
+
+    monkeypatch.setattr(thud_mt.media, "write_clip", write_clip)
+    writer = PairWriter(tmp_path, workers=3)
+    for d in varied_drafts(10):
+        writer.add(d)
+    with pytest.raises(OSError, match="No space left") as failed:
+        writer.close()
+    notes = " ".join(failed.value.__notes__)
+    assert "source clip c2" in notes and "and 1 more pairs failed" in notes  # q 2 and q 7 show clip c2
+    assert sorted(p.question for p in read_pairs(tmp_path / "pairs.jsonl")) == sorted(
+        f"q {i}" for i in range(10) if i % 5 != 2
+    )
+
+
 # --- general pairs --------------------------------------------------------------------------------------------------
 
 

@@ -446,6 +446,11 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
+def writer_threads() -> int:
+    """Threads for writing many clips at once (PyAV releases the GIL while it encodes): the cores, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def _atomic_target(path: Path) -> Path:
     """A fresh temporary file beside ``path``, so the final ``os.replace`` is atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,10 @@ relative to the pairs file's folder, so a pairs folder can be moved as a whole.
 first (each file atomically, named by the content it encodes), then the record
 as one locked line (``thud_mt.jsonl``), skipping ids the file already holds.
 A writer killed at any point leaves whole records whose media exist; running
-it again adds what is missing and nothing twice.
+it again adds what is missing and nothing twice. Bulk writers (the loop's
+anchors, guards, general pairs) encode media on ``workers`` threads (PyAV
+releases the GIL while it encodes) and append the records in the order the
+drafts came, so the file is the same whatever the number of threads.
 
 ``split`` keeps evaluation honest: it is a function of the *source* clip only,
 so no source clip has pairs in both train and eval.
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -187,10 +192,21 @@ class PairWriter:
     Both appear atomically before the record that names them. The ids in the
     file are re-read under the lock before each append, so a resumed run, a
     Hypothesis replay or another process writing the same pair adds nothing.
+
+    With ``workers`` > 1 the media are encoded on that many threads and
+    ``add`` returns before they are written; records are appended in the order
+    of ``add``, each once its media and every earlier record's are on disk, at
+    the latest by ``flush`` or ``close``. A failed write raises from there,
+    naming the pair, after every other record has been appended.
     """
 
     def __init__(
-        self, folder: str | Path, *, eval_fraction: float = DEFAULT_EVAL_FRACTION, fsync: bool = False
+        self,
+        folder: str | Path,
+        *,
+        eval_fraction: float = DEFAULT_EVAL_FRACTION,
+        fsync: bool = False,
+        workers: int = 1,
     ) -> None:
         self.folder = Path(folder)
         self.path = self.folder / PAIRS_FILE
@@ -199,7 +215,11 @@ class PairWriter:
         self._file = JsonLinesAppender(self.path, fsync=fsync)
         self._ids: set[str] = set()
         self._read_to = 0  # bytes of the file whose ids are in _ids
-        self._media_done: set[str] = set()
+        self._media_done: set[str] = set()  # written, or being written by an earlier queued pair
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pair-media") if workers > 1 else None
+        self._window = 4 * workers  # pairs in flight: bounds the clips held in memory
+        self._queue: deque[tuple[Future[None], PreferencePair]] = deque()
+        self._queued: set[str] = set()
 
     def add(self, draft: PairDraft) -> PreferencePair | None:
         """Write the draft's media and record; ``None`` when a pair with its id is already in the file."""
@@ -207,10 +227,22 @@ class PairWriter:
 
         digest = media_digest(draft.clip)
         pid = pair_id(draft.kind, draft.category, draft.question, digest, draft.chosen, draft.rejected)
-        if self.contains(pid):
+        if pid in self._queued or self.contains(pid):
             return None
-        video, audio = self.write_media(draft.clip, digest)
-        pair = PreferencePair(
+        if self._pool is None:
+            video, audio = self.write_media(draft.clip, digest)
+            pair = self._pair(draft, pid, video, audio)
+            return pair if self.append(pair) else None
+        video, audio, writes = self._media_plan(draft.clip, digest)
+        pair = self._pair(draft, pid, video, audio)
+        self._queue.append((self._pool.submit(_run_all, writes), pair))
+        self._queued.add(pid)
+        if len(self._queue) > self._window:
+            self._settle(len(self._queue) - self._window)
+        return pair
+
+    def _pair(self, draft: PairDraft, pid: str, video: str, audio: str) -> PreferencePair:
+        return PreferencePair(
             id=pid,
             kind=draft.kind,
             category=draft.category,
@@ -223,7 +255,6 @@ class PairWriter:
             split=split_of(draft.source_clip, self.eval_fraction),
             meta=draft.meta,
         )
-        return pair if self.append(pair) else None
 
     def contains(self, pid: str) -> bool:
         """Whether the file holds a pair with id ``pid`` (by this or any other process)."""
@@ -235,17 +266,45 @@ class PairWriter:
 
     def write_media(self, clip: Clip, digest: str) -> tuple[str, str]:
         """``clip`` as ``media/<digest>.mp4`` and its audio as ``media/<sha256>.wav``; the relative paths."""
+        video, audio, writes = self._media_plan(clip, digest)
+        _run_all(writes)
+        return video, audio
+
+    def _media_plan(self, clip: Clip, digest: str) -> tuple[str, str, list[Callable[[], object]]]:
+        """The relative media paths of ``clip``, and the writes (callables) of those not written yet."""
         from thud_mt.media import encode_wav, write_bytes, write_clip
 
         wav = encode_wav(clip.audio, clip.sample_rate)
         video = f"{MEDIA_FOLDER}/{digest}.mp4"
         audio = f"{MEDIA_FOLDER}/{hashlib.sha256(wav).hexdigest()}.wav"
+        writes: list[Callable[[], object]] = []
         if video not in self._media_done and not (self.folder / video).is_file():
-            write_clip(clip, self.folder / video)
+            writes.append(partial(write_clip, clip, self.folder / video))
         if audio not in self._media_done and not (self.folder / audio).is_file():
-            write_bytes(wav, self.folder / audio)
+            writes.append(partial(write_bytes, wav, self.folder / audio))
         self._media_done.update((video, audio))
-        return video, audio
+        return video, audio, writes
+
+    def flush(self) -> None:
+        """Append every queued record (``workers`` > 1); raises the first failed write, naming its pair."""
+        self._settle(len(self._queue))
+
+    def _settle(self, count: int) -> None:
+        failed: list[BaseException] = []
+        for _ in range(count):
+            future, pair = self._queue.popleft()
+            self._queued.discard(pair.id)
+            try:
+                future.result()
+                self.append(pair)
+            except Exception as e:  # one bad clip: the rest are still appended, then it is raised
+                self._media_done.difference_update((pair.video, pair.audio))
+                e.add_note(f"writing pair {pair.id} (source clip {pair.source_clip}) to {self.folder}")
+                failed.append(e)
+        if failed:
+            if len(failed) > 1:
+                failed[0].add_note(f"and {len(failed) - 1} more pairs failed")
+            raise failed[0]
 
     def append(self, pair: PreferencePair) -> bool:
         """Append one record unless its id is in the file already; True if it was appended.
@@ -293,10 +352,20 @@ class PairWriter:
         self._read_to = size - len(lines[-1])  # a whole record without its newline is read again next time
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._file.close()
 
     def __enter__(self) -> PairWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _run_all(writes: list[Callable[[], object]]) -> None:
+    for write in writes:
+        write()

@@ -382,6 +382,19 @@ def run_stage(
     return trainer.model, report
 
 
+def reused_report(stage: Stage, result: Path) -> StageReport:
+    """The report of a stage complete in an earlier run, as that run recorded it in ``result`` (its steps/s
+    and peak memory are the figures a run split over several calls reports), marked ``skipped``."""
+    from alignment.model import DONE
+
+    try:
+        info = json.loads((result / DONE).read_text(encoding="utf-8"))
+        fields = {f.name for f in dataclasses.fields(StageReport)} - {"stage", "skipped"}
+        return StageReport(stage=stage, skipped=True, **{k: info[k] for k in fields})
+    except (OSError, ValueError, KeyError, TypeError):  # saved by an older version: counts unknown
+        return StageReport(stage, 0, 0, 0.0, 0.0, None, None, str(result), skipped=True)
+
+
 def _log_to(logs: Path) -> logging.Handler:
     logs.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(logs / "train.log", encoding="utf-8")
@@ -414,7 +427,7 @@ def train(config: RecipeConfig) -> TrainReport:
             if config.resume and is_saved(result):
                 log.info("%s: complete in an earlier run, reusing %s", stage, result)
                 loaded = load_for_training(result, config.model_options)
-                reports.append(StageReport(stage, 0, 0, 0.0, 0.0, None, None, str(result), skipped=True))
+                reports.append(reused_report(stage, result))
                 continue
             rows = checked.sft_rows if stage == "sft" else checked.mix.rows
             model, report = run_stage(stage, loaded, rows, folder, options, logs, resume=config.resume)

@@ -47,6 +47,9 @@ mkdir -p "$OUT"
 LOG="$OUT/alignment_loop.log"
 touch "$LOG"
 
+install() {
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@" >>"$LOG" 2>&1
+}
 # A second call on the same warm machine finds them unpacked already.
 if ! PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import trl, datasets, av, jsonschema" 2>/dev/null; then
   mkdir -p /tmp/site
@@ -55,12 +58,11 @@ if ! PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import trl, d
     tar xJf .whl/site.tar.xz -C /tmp/site || { echo "could not unpack .whl/site.tar.xz" | tee -a "$LOG"; exit 2; }
   elif ls .whl/*.whl >/dev/null 2>&1; then
     echo "installing the carried wheels into /tmp/site" | tee -a "$LOG"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      >>"$LOG" 2>&1 || { echo "could not install the wheels in .whl (see $LOG)" | tee -a "$LOG"; exit 2; }
+    install .whl/*.whl || { echo "could not install the wheels in .whl (see $LOG)" | tee -a "$LOG"; exit 2; }
   fi
   if ! python3 -c "import pyarrow, sys; sys.exit(int(pyarrow.__version__.split('.')[0]) < 24)" 2>/dev/null \
     && ls .whl/alt/datasets-*.whl >/dev/null 2>&1; then  # datasets 5 wants pyarrow 24
-    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/alt/datasets-*.whl >>"$LOG" 2>&1
+    install .whl/alt/datasets-*.whl
   fi
 fi
 [ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"

@@ -51,7 +51,9 @@ every version (category ``kept``), the time where that version's sound is
 heard rejected. A guess the base made from the picture alone is a function a
 model of its size can learn and carry to pictures it has not seen, unlike the
 picture's true time, which it cannot see; learned under every sound, it is
-the answer the sound must not move.
+the answer the sound must not move. With ``sound_invariance`` the recipe also
+folds each picture's kept pairs into a consistency group, so their versions'
+answers must agree as well as be right.
 """
 
 from __future__ import annotations

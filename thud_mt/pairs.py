@@ -11,7 +11,7 @@ first (each file atomically, named by the content it encodes), then the record
 as one locked line (``thud_mt.jsonl``), skipping ids the file already holds.
 A writer killed at any point leaves whole records whose media exist; running
 it again adds what is missing and nothing twice. Bulk writers (the loop's
-anchors, guards, general pairs) encode media on ``workers`` threads (PyAV
+anchors, guards, blind guards, stage-0 data) encode media on ``workers`` threads (PyAV
 releases the GIL while it encodes) and append the records in the order the
 drafts came, so the file is the same whatever the number of threads.
 

@@ -196,8 +196,9 @@ class PairWriter:
     With ``workers`` > 1 the media are encoded on that many threads and
     ``add`` returns before they are written; records are appended in the order
     of ``add``, each once its media and every earlier record's are on disk, at
-    the latest by ``flush`` or ``close``. A failed write raises from there,
-    naming the pair, after every other record has been appended.
+    the latest by ``flush`` or ``close``. A failed write raises from the call
+    that settles it (a later ``add`` when too many are in flight, ``flush``
+    or ``close``), naming the pair, after the other settled records are appended.
     """
 
     def __init__(

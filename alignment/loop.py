@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -77,6 +78,10 @@ class Profile:
     max_examples: int = 2  # Hypothesis draws per suite test
     harvest_examples: int | None = None  # draws per test when harvesting (more draws, more pairs); None: max_examples
     xdist: int = 0  # pytest-xdist workers for the suite runs (0: one process)
+    # Run the three steps that only read the base model (before, harvest, blind guards) at once. Each waits
+    # on its own serial parts (start-up, model loads, the slowest xdist worker), which a 16-core GPU machine
+    # can overlap; on 2 cores they would only share them.
+    overlap: bool = False
     stage0_questions: int = 7  # per clip variant (21 = every probe in every paraphrase)
     visual_guards: int = 3  # visual questions per edited copy of a training clip (alignment.anchors); 0: none
     presence_guards: int = 2  # presence questions per shifted or swapped copy of a training clip; 0: none
@@ -165,11 +170,12 @@ _CPU = dataclasses.replace(
     recipe=dataclasses.replace(_CI.recipe, sft_epochs=3, lr=5e-4, dpo_lr=5e-5),
 )
 # The GPU runs' training: bigger batches, dataloader processes, every clip variant (128 in stage 0) decoded
-# once per process rather than once per epoch. A checkpoint every 100 steps (a second each on an H200): the
-# device's 10-minute calls cut the recipe, and the next call resumes from the last one.
+# once per process rather than once per epoch. A checkpoint every 50 steps (a second each on an H200): the
+# device's 10-minute calls cut the recipe, and the next call resumes from the last one, redoing at most
+# about 25 s (SFT ran at about 1.9 steps/s there with the kept guards and the term).
 _GPU_TRAINING: dict[str, Any] = {
     "batch_size": 16,
-    "save_steps": 100,
+    "save_steps": 50,
     "logging_steps": 20,
     "workers": 6,
     "media_cache": 2048,  # every training clip variant, kept guards included (about 2000)
@@ -190,6 +196,7 @@ PROFILES: dict[str, Profile] = {
         inference_batch=16,
         max_examples=3,
         xdist=8,
+        overlap=True,
         blind_pictures=192,
         # The CPU profile's training, in bigger batches fed by dataloader processes. The small model writes
         # every probe's format after about 40 stage-0 steps (CPU check).
@@ -258,6 +265,21 @@ class _Steps:
         marker.write_text(json.dumps({"result": result, "seconds": self.times[name]}, default=str) + "\n")
         self.say(f"[{name}] {self.times[name]:.1f} s")
         return result
+
+    def all(self, works: Mapping[str, Callable[[], Any]], *, concurrent: bool) -> dict[str, Any]:
+        """Each named step, in order or all at once; every step that can finish finishes (and leaves its
+        marker) before the first failure is raised, so a rerun redoes only the failed ones."""
+        if not concurrent or len(works) < 2:
+            return {name: self(name, work) for name, work in works.items()}
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        with ThreadPoolExecutor(len(works), thread_name_prefix="loop-step") as pool:
+            futures = {name: pool.submit(self, name, work) for name, work in works.items()}
+            wait(futures.values())
+        for future in futures.values():
+            if future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        return {name: future.result() for name, future in futures.items()}
 
 
 def split_corpus(manifest: Path, held_out: int) -> tuple[Path, Path]:
@@ -351,6 +373,22 @@ def base_guess(model_path: Path, profile: Profile, *, spec: str = "qwen-omni") -
         return [float(p.value) if p is not None and p.valid and p.value is not None else None for p in read]
 
     return guess
+
+
+# What a loop's figures depend on besides the seed: Hypothesis derandomizes its draws per version, so two
+# machines with different versions ask some different questions.
+REPORTED_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "av", "hypothesis")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of ``REPORTED_PACKAGES`` (``None``: not installed) and Python's."""
+    found: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in REPORTED_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -498,8 +536,6 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
         run_suites(model, manifest, results, profile, cache, logs / f"suites-{name}.log", harvest=harvest)
         return rates(results)
 
-    before = step("before", lambda: suites("before", base, heldout_json))
-
     def harvest() -> dict[str, Any]:
         folder = out / "harvest"
         shutil.rmtree(folder, ignore_errors=True)  # a half-written harvest is redone, not appended to
@@ -527,17 +563,21 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
             "general_errors": list(general.errors),
         }
 
-    harvested = step("harvest", harvest)
-
     def blind() -> dict[str, Any]:
         folder = out / "blind"
         shutil.rmtree(folder, ignore_errors=True)
         # Another seed's clips: other pictures, other ids, none of them the held-out clips.
+        # Where the time goes (the step was no faster on 16 cores than on 2): laps of the clock.
+        clock = [time.perf_counter()]
         fresh = build_synthetic_corpus(folder / "corpus", profile.blind_pictures, seed + BLIND_SEED, progress=progress)
+        clock.append(time.perf_counter())
         guess = base_guess(base, profile) if profile.blind_answers == "base" else None
+        clock.append(time.perf_counter())
         guards = write_blind_guards(
             load_corpus(fresh), folder / "pairs", seed=seed, guess=guess, originals=profile.blind_originals
         )
+        clock.append(time.perf_counter())
+        laps = [round(b - a, 2) for a, b in itertools.pairwise(clock)]
         if guards.skipped:  # a base that gives no readable time about a picture leaves it out, not the run
             say(f"[blind-guards] {guards.skipped} of {profile.blind_pictures} pictures without a guard")
         return {
@@ -545,9 +585,17 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
             "answers": profile.blind_answers,
             "pairs": guards.written,
             "skipped": guards.skipped,
+            "seconds": dict(zip(("pictures", "model_load", "guards"), laps, strict=True)),
         }
 
-    blinded = step("blind-guards", blind) if profile.blind_pictures else None
+    # Independent of one another: each reads the base model and writes its own folders.
+    independent: dict[str, Callable[[], Any]] = {
+        "before": lambda: suites("before", base, heldout_json),
+        "harvest": harvest,
+        **({"blind-guards": blind} if profile.blind_pictures else {}),
+    }
+    done = step.all(independent, concurrent=profile.overlap)
+    before, harvested, blinded = done["before"], done["harvest"], done.get("blind-guards")
 
     def recipe() -> dict[str, Any]:
         folders = [out / "harvest" / n for n in PAIR_FOLDERS] + ([out / "blind" / "pairs"] if blinded else [])
@@ -571,6 +619,7 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
         "profile": profile.name,
         "seed": seed,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "packages": package_versions(),
         "clips": {"train": profile.clips - profile.held_out, "held_out": profile.held_out},
         "before": before,
         "after": after,
@@ -661,4 +710,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         "over every case (unreadable answers count as wrong)"
     )
     lines.append(f"wall time {report['seconds']['total']:.0f} s")
+    packages = report.get("packages")  # absent from reports written before they were recorded
+    if packages:
+        lines.append("with " + ", ".join(f"{name} {version}" for name, version in packages.items() if version))
     return "\n".join(lines)

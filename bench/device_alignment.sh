@@ -35,9 +35,10 @@
 #
 # Extra arguments go to `python -m alignment loop`, e.g. `--set clips=32` to shrink a run that is too slow.
 # LIMIT (seconds, default 560) stops the loop; a rerun on the same warm machine resumes after its last step, and
-# in the recipe from its last checkpoint (every 100 steps). With the kept guards the loop takes more than one
-# 10-minute call on an H200: start it with LIMIT=550 and timeout_s 600, then at once (the machine goes back
-# after 30 s idle) call again with what is left.
+# in the recipe from its last checkpoint (every 50 steps). With the kept guards the loop takes more than one
+# 10-minute call on an H200 (about 850 s step by step; the profile now overlaps before, harvest and blind
+# guards): start it with LIMIT=550 and timeout_s 600, then at once (the machine goes back after 30 s idle)
+# call again with what is left less about 40 s. A second call that finds a bare machine starts over.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/device}

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -845,6 +846,41 @@ def test_profile_sizes_are_changed_by_name_and_a_wrong_name_is_an_error() -> Non
         with_overrides(PROFILES["ci"], ["blind_answers=truth"])
 
 
+def test_overlapped_steps_run_at_once_and_a_failed_one_leaves_the_others_done(tmp_path: Path) -> None:
+    import threading
+
+    from alignment.loop import LoopError, _Steps
+
+    together = threading.Barrier(2, timeout=20)  # passed only if both steps wait at the same time
+    calls: list[str] = []
+
+    def meeting(name: str) -> Callable[[], str]:
+        def work() -> str:
+            calls.append(name)
+            together.wait()
+            return name.upper()
+
+        return work
+
+    def broken() -> str:
+        calls.append("broken")
+        raise LoopError("the suites stopped with exit code 2")
+
+    steps = _Steps(tmp_path, lambda text: None)
+    with pytest.raises(LoopError, match="exit code 2"):
+        steps.all({"a": meeting("a"), "broken": broken, "b": meeting("b")}, concurrent=True)
+    assert sorted(calls) == ["a", "b", "broken"]
+    assert {p.stem for p in (tmp_path / "steps").glob("*.json")} == {"a", "b"}  # the finished ones are kept
+    # The rerun redoes only the failed step; results come back by name, in the order given.
+    calls.clear()
+    done = steps.all({"a": meeting("a"), "broken": lambda: "fixed", "b": meeting("b")}, concurrent=True)
+    assert done == {"a": "A", "broken": "fixed", "b": "B"} and list(done) == ["a", "broken", "b"] and calls == []
+    # Not overlapped: one after the other, in order.
+    order: list[str] = []
+    steps.all({n: (lambda n=n: order.append(n)) for n in ("c", "d", "e")}, concurrent=False)
+    assert order == ["c", "d", "e"]
+
+
 @pytest.mark.loop
 def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: Path) -> None:
     """The CI profile, cut to a few steps per stage: the mechanics, not the gain (that is the GPU profile's)."""
@@ -852,11 +888,14 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     args = ["loop", "--out", str(out), "--size", "ci", "--quiet", "--json-out", str(tmp_path / "report.json")]
     args += ["--set", "stage0.max_steps=8", "--set", "recipe.max_steps=3"]
     args += ["--set", "blind_pictures=3", "--set", "blind_answers=agree", "--set", "recipe.sound_invariance=1"]
+    args += ["--set", "overlap=true"]  # the gpu profile's way: before, harvest and blind guards at once
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "average gain over shift, mute, swap" in result.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == json.loads((out / "loop.json").read_text())
+    assert report["packages"]["hypothesis"] == hypothesis.__version__  # the draws depend on it
+    assert f"hypothesis {hypothesis.__version__}" in result.output
     for side in ("before", "after"):
         relations = report[side]["relations"]
         assert set(relations) == {"shift", "mute", "swap", "identity"}
@@ -887,6 +926,7 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     # The blind guards' pictures are neither training nor held-out clips, and the recipe trains on them.
     blind = {json.loads(line)["source_clip"] for line in (out / "blind" / "pairs" / "pairs.jsonl").open()}
     assert len(blind) == 3 and not blind & (train_ids | held_ids) and report["blind_guards"]["pairs"] >= 6
+    assert set(report["blind_guards"]["seconds"]) == {"pictures", "model_load", "guards"}  # where its time went
     # Stage 1 trains on every harvested pair, anchor and guard, and one group per blind picture.
     counted = harvest["intervention"] + harvest["anchors"] + harvest["guards"] + len(blind)
     assert report["training"]["sft_pairs"] == counted

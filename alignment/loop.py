@@ -169,16 +169,17 @@ _CPU = dataclasses.replace(
     stage0=dataclasses.replace(_CI.stage0, sft_epochs=3, lr=1e-3),
     recipe=dataclasses.replace(_CI.recipe, sft_epochs=3, lr=5e-4, dpo_lr=5e-5),
 )
-# The GPU runs' training: bigger batches, dataloader processes, every clip variant (128 in stage 0) decoded
-# once per process rather than once per epoch. A checkpoint every 50 steps (a second each on an H200): the
-# device's 10-minute calls cut the recipe, and the next call resumes from the last one, redoing at most
-# about 25 s (SFT ran at about 1.9 steps/s there with the kept guards and the term).
+# The GPU runs' training: bigger batches, dataloader processes that keep what they decoded across epochs
+# (the recipe's 3 SFT epochs over the gpu profile's rows, 1554 media, then take 5991 decodes in 6
+# processes rather than 9028, by a replay of the sampler). A checkpoint every 50 steps (a second each on an
+# H200): the device's 10-minute calls cut the recipe, and the next call resumes from the last one, redoing
+# at most about 25 s (SFT ran at about 1.9 steps/s there with the kept guards and the term).
 _GPU_TRAINING: dict[str, Any] = {
     "batch_size": 16,
     "save_steps": 50,
     "logging_steps": 20,
     "workers": 6,
-    "media_cache": 2048,  # every training clip variant, kept guards included (about 2000)
+    "media_cache": 2048,  # every training clip variant, kept guards included (1554 media in SFT)
 }
 
 PROFILES: dict[str, Profile] = {

@@ -274,6 +274,9 @@ def _training_args(stage: Stage, out: Path, options: TrainOptions) -> Any:
         "bf16": cuda,  # mixed precision over float32 weights on a GPU; plain float32 on a CPU
         "use_cpu": not cuda,
         "dataloader_num_workers": options.workers,
+        # Kept across epochs, and with them each process's decoded clips (media_cache); DataLoader refuses the
+        # flag without worker processes.
+        "dataloader_persistent_workers": options.workers > 0,
         "disable_tqdm": not options.progress,
     }
     # Names moved between transformers releases: gradient_checkpointing became activation_checkpointing (5.2x),

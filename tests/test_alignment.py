@@ -358,6 +358,30 @@ def test_a_qwen3_omni_folder_trains_and_loads_back_as_qwen3_omni(pairs: Path, tm
     assert answer.error is None
 
 
+def test_dataloader_processes_outlive_an_epoch_so_each_clip_is_decoded_once(
+    tiny: Path, pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    reads = tmp_path / "reads.txt"
+    decode = MediaReader._read
+
+    def counted(self: MediaReader, video: str, audio: str) -> Any:  # the worker is forked: it inherits this
+        with reads.open("a") as f:
+            f.write(f"{os.getpid()} {video}\n")
+        return decode(self, video, audio)
+
+    monkeypatch.setattr(MediaReader, "_read", counted)
+    options = TrainOptions(sft_epochs=3, dpo_epochs=0, batch_size=2, workers=1, media_cache=64, progress=False)
+    report = train(config(tiny, pairs, tmp_path / "out", options=options))
+    assert report.stages[0].steps >= 3  # three epochs of at least one batch
+    # (The checks before training read a first batch here, in this process.)
+    read = [line.split() for line in reads.read_text().splitlines() if line.split()[0] != str(os.getpid())]
+    videos = [video for _, video in read]
+    assert len({pid for pid, _ in read}) == 1  # one worker process for every epoch
+    assert videos and len(videos) == len(set(videos))  # epochs 2 and 3 found every clip decoded
+
+
 def test_a_run_stopped_after_a_checkpoint_resumes_from_it(
     tiny: Path, pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import importlib.util
-import itertools
 import json
 import os
 import shutil
@@ -281,6 +280,19 @@ class _Steps:
             if future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
         return {name: future.result() for name, future in futures.items()}
+
+
+class _Laps:
+    """Where a step's time went: seconds since the previous lap, by name (a step's ``seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 2)
+        self._last = now
 
 
 def split_corpus(manifest: Path, held_out: int) -> tuple[Path, Path]:
@@ -540,12 +552,16 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
     def harvest() -> dict[str, Any]:
         folder = out / "harvest"
         shutil.rmtree(folder, ignore_errors=True)  # a half-written harvest is redone, not appended to
+        lap = _Laps()
         suites("harvest", base, train_json, harvest=folder / "intervention")
+        lap("suites")
         corpus = load_corpus(train_json)
         general = harvest_general(corpus, folder / "general", seed=seed)
+        lap("general")
         found = pairs_file(folder / "intervention")
         harvested = read_pairs(found) if found.is_file() else []  # a model that failed nothing leaves no file
         anchors = write_anchors(harvested, corpus, folder / "anchors")
+        lap("anchors")
         guards = write_guards(
             corpus,
             folder / "guards",
@@ -556,29 +572,29 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
             seed=seed,
         )
         # (per_variant=0 writes none; the folder's missing pairs.jsonl then keeps it out of training)
+        lap("guards")
         return {
             "intervention": len(harvested),
             "anchors": anchors.written,
             "guards": guards.written,
             "general": general.written,
             "general_errors": list(general.errors),
+            "seconds": lap.seconds,
         }
 
     def blind() -> dict[str, Any]:
         folder = out / "blind"
         shutil.rmtree(folder, ignore_errors=True)
+        lap = _Laps()  # the step was no faster on 16 cores than on 2
         # Another seed's clips: other pictures, other ids, none of them the held-out clips.
-        # Where the time goes (the step was no faster on 16 cores than on 2): laps of the clock.
-        clock = [time.perf_counter()]
         fresh = build_synthetic_corpus(folder / "corpus", profile.blind_pictures, seed + BLIND_SEED, progress=progress)
-        clock.append(time.perf_counter())
+        lap("pictures")
         guess = base_guess(base, profile) if profile.blind_answers == "base" else None
-        clock.append(time.perf_counter())
+        lap("model_load")
         guards = write_blind_guards(
             load_corpus(fresh), folder / "pairs", seed=seed, guess=guess, originals=profile.blind_originals
         )
-        clock.append(time.perf_counter())
-        laps = [round(b - a, 2) for a, b in itertools.pairwise(clock)]
+        lap("guards")
         if guards.skipped:  # a base that gives no readable time about a picture leaves it out, not the run
             say(f"[blind-guards] {guards.skipped} of {profile.blind_pictures} pictures without a guard")
         return {
@@ -586,7 +602,7 @@ def run_loop(out: Path, profile: Profile, *, seed: int = 0, progress: bool = Tru
             "answers": profile.blind_answers,
             "pairs": guards.written,
             "skipped": guards.skipped,
-            "seconds": dict(zip(("pictures", "model_load", "guards"), laps, strict=True)),
+            "seconds": lap.seconds,
         }
 
     # Independent of one another: each reads the base model and writes its own folders.

@@ -934,6 +934,7 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     assert all(s["steps"] == 3 and s["steps_per_second"] > 0 for s in report["training"]["stages"])
     harvest = report["harvest"]
     assert harvest["intervention"] > 0 and harvest["anchors"] > 0 and harvest["general"] > 0
+    assert set(harvest["seconds"]) == {"suites", "general", "anchors", "guards"}  # where its time went
     # Held-out clips are only ever tested on: no result before or after, and no pair, comes from a training clip.
     train_ids = {e["id"] for e in json.loads((out / "corpus" / "train.json").read_text())["clips"]}
     held_ids = {e["id"] for e in json.loads((out / "corpus" / "heldout.json").read_text())["clips"]}

@@ -277,9 +277,12 @@ class _Steps:
         with ThreadPoolExecutor(len(works), thread_name_prefix="loop-step") as pool:
             futures = {name: pool.submit(self, name, work) for name, work in works.items()}
             wait(futures.values())
-        for future in futures.values():
-            if future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+        failed = {name: f.exception() for name, f in futures.items() if f.exception() is not None}
+        if failed:
+            (_, first), *others = failed.items()
+            for name, error in others:  # raised once, but none of them unsaid
+                first.add_note(f"[{name}] also failed: {type(error).__name__}: {error}")
+            raise first  # type: ignore[misc]
         return {name: future.result() for name, future in futures.items()}
 
 

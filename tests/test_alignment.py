@@ -899,6 +899,10 @@ def test_overlapped_steps_run_at_once_and_a_failed_one_leaves_the_others_done(tm
     calls.clear()
     done = steps.all({"a": meeting("a"), "broken": lambda: "fixed", "b": meeting("b")}, concurrent=True)
     assert done == {"a": "A", "broken": "fixed", "b": "B"} and list(done) == ["a", "broken", "b"] and calls == []
+    # Two failures: the first is raised and names the second.
+    with pytest.raises(LoopError, match="exit code 2") as raised:
+        _Steps(tmp_path / "again", lambda text: None).all({"x": broken, "y": broken}, concurrent=True)
+    assert raised.value.__notes__ == ["[y] also failed: LoopError: the suites stopped with exit code 2"]
     # Not overlapped: one after the other, in order.
     order: list[str] = []
     steps.all({n: (lambda n=n: order.append(n)) for n in ("c", "d", "e")}, concurrent=False)

@@ -11,9 +11,9 @@ first (each file atomically, named by the content it encodes), then the record
 as one locked line (``thud_mt.jsonl``), skipping ids the file already holds.
 A writer killed at any point leaves whole records whose media exist; running
 it again adds what is missing and nothing twice. Bulk writers (the loop's
-anchors, guards, blind guards, stage-0 data) encode media on ``workers`` threads (PyAV
-releases the GIL while it encodes) and append the records in the order the
-drafts came, so the file is the same whatever the number of threads.
+anchors, guards, blind guards, stage-0 data) encode media on ``workers``
+threads (PyAV releases the GIL while it encodes) and append the records in the
+order the drafts came, so the file is the same whatever the number of threads.
 
 ``split`` keeps evaluation honest: it is a function of the *source* clip only,
 so no source clip has pairs in both train and eval.

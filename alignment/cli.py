@@ -91,8 +91,14 @@ def main() -> None:
     type=float,
     default=0.0,
     show_default=True,
-    help="Stage 1 weight making the answers of a group of category 'blind' or 'kept' (one picture, several sounds) "
-    "agree.",
+    help="Weight making the answers of a group of category 'blind' or 'kept' (one picture, several sounds) agree "
+    "(stage 2: 'kept' groups only).",
+)
+@click.option(
+    "--dpo-sound-invariance",
+    type=float,
+    default=None,
+    help="Stage 2's weight of that term [default: --sound-invariance].",
 )
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Pairs per step (per device).")
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
@@ -127,6 +133,7 @@ def train(**kw: Any) -> None:
             beta=kw["beta"],
             dpo_sft_weight=kw["dpo_sft_weight"],
             sound_invariance=kw["sound_invariance"],
+            dpo_sound_invariance=kw["dpo_sound_invariance"],
             batch_size=kw["batch_size"],
             grad_accum=kw["grad_accum"],
             max_steps=kw["max_steps"],

@@ -140,10 +140,17 @@ class SFTCollator:
 
 
 class DPOCollator:
-    """Every prompt + chosen, then every prompt + rejected (``trl.DPOTrainer``'s layout), each with its media."""
+    """Every prompt + chosen, then every prompt + rejected (``trl.DPOTrainer``'s layout), each with its media.
+
+    A row with ``twins`` (a kept group, ``alignment.data.with_groups``) is its first member's pair like any
+    other; its members also go, one sequence each with the chosen answer, into ``consistency``: a batch of
+    their own as ``SFTCollator`` makes it, which ``OmniDPOTrainer`` scores by agreement. Batches without
+    such rows have no ``consistency`` key.
+    """
 
     def __init__(self, encoder: OmniEncoder) -> None:
         self.encoder = encoder
+        self.groups = SFTCollator(encoder)
 
     def __call__(self, rows: Sequence[Mapping[str, str]]) -> dict[str, Any]:
         encoded = [self.encoder.encode(row, [row["chosen"], row["rejected"]]) for row in rows]
@@ -154,9 +161,13 @@ class DPOCollator:
                 prompt, answer = e.prompt_ids, list(e.completions[side])
                 ids.append(prompt + answer)
                 completion.append([0] * len(prompt) + [1] * len(answer))
-        return {
+        batch = {
             "input_ids": _pad(ids, self.encoder.pad_id),
             "attention_mask": _pad([[1] * len(r) for r in ids], 0),
             "completion_mask": _pad(completion, 0),
             **self.encoder.media([*encoded, *encoded]),
         }
+        grouped = [row for row in rows if row.get("twins") and json.loads(row["twins"])]
+        if grouped:
+            batch["consistency"] = {k: v for k, v in self.groups(grouped).items() if k != "labels"}
+        return batch

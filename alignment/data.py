@@ -74,6 +74,13 @@ def consistency_groups(rows: Sequence[dict[str, str]], category: str) -> list[di
     return folded
 
 
+def with_groups(rows: Sequence[dict[str, str]], groups: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """``rows`` with each group's first member (the row whose id the folded group kept) replaced by the group:
+    stage 2 learns that member's pair as before, and makes the other members answer alike."""
+    folded = {g["id"]: g for g in groups}
+    return [folded.get(row["id"], row) for row in rows]
+
+
 def load_rows(files: Iterable[str | Path], *, split: Split | None = "train") -> list[dict[str, str]]:
     """The rows of every pairs file (a ``pairs.jsonl`` or its folder), schema and media presence checked.
 

@@ -12,6 +12,8 @@ the batch, chosen and rejected, carry their media); what it cannot do is
 prepare our dataset: it would tokenize text-only prompts and drop the clips.
 ``_prepare_dataset`` is therefore the identity here (the collator decodes
 media and tokenizes per batch), and every column is kept for the collator.
+``compute_loss`` adds the same sound-invariance term on batches carrying kept
+groups (``consistency``).
 
 The reference model is a frozen copy of the stage-1 model, or with LoRA the
 same weights with the adapter switched off (TRL's own mechanism).
@@ -108,12 +110,45 @@ def sound_divergence(logits: Any, groups: Any, mask: Any) -> Any:
 
 
 class OmniDPOTrainer(DPOTrainer):
-    """``DPOTrainer`` whose dataset rows reach the omni collator untouched."""
+    """``DPOTrainer`` whose dataset rows reach the omni collator untouched, plus the sound-invariance term.
 
-    def __init__(self, *, model: Any, args: DPOConfig, data_collator: Any, train_dataset: Any, **kwargs: Any) -> None:
+    A batch with ``consistency`` (kept groups' members, each with the chosen answer) adds ``sound_invariance``
+    times their divergence to TRL's loss, logged as ``sound_invariance``. TRL's fused LM head yields only the
+    completions' log-probs, and agreement needs whole distributions, so the members get a forward of their
+    own, with full logits, on the policy alone.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        args: DPOConfig,
+        data_collator: Any,
+        train_dataset: Any,
+        sound_invariance: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         if args.remove_unused_columns or args.precompute_ref_log_probs:
             raise ValueError("omni DPO computes reference log-probs per batch from raw rows: use dpo_config()")
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset, **kwargs)
+        self.sound_invariance = sound_invariance
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        members = inputs.pop("consistency", None)
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if members is None or not self.sound_invariance:
+            return result
+        scored = {k: v for k, v in members.items() if k not in ("consistency_groups", "consistency_mask")}
+        logits = model(**scored, use_cache=False).logits[:, :-1]
+        divergence = sound_divergence(logits, members["consistency_groups"], members["consistency_mask"][:, 1:])
+        mode = "train" if model.training else "eval"
+        self._metrics[mode]["sound_invariance"].append(float(divergence.detach()))
+        if return_outputs:
+            loss, outputs = result
+            return loss + self.sound_invariance * divergence, outputs
+        return result + self.sound_invariance * divergence
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: DPOConfig, dataset_name: str) -> Any:
         # Tokenizing here would turn each clip's prompt into text alone; the collator does it with the media.

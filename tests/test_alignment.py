@@ -10,6 +10,7 @@ stops the run before the first step.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -287,7 +288,82 @@ def test_kept_guards_are_learned_like_any_pair_in_both_stages(tiny: Path, pairs:
     groups = [r for r in agreeing.sft_rows if r["twins"]]
     assert len(agreeing.sft_rows) == len(with_kept.sft_rows) + 2 and len(groups) == 2
     assert all(r["category"] == KEPT and len(json.loads(r["twins"])) == 1 for r in groups)
-    assert agreeing.mix.rows == with_kept.mix.rows  # the term is stage 1's: DPO sees the pairs alone
+    # In DPO each group stands in for its first version's pair: the same pairs, two of them carrying the other.
+    assert [r["id"] for r in agreeing.mix.rows] == [r["id"] for r in with_kept.mix.rows]
+    assert sorted(r["id"] for r in agreeing.mix.rows if r["twins"]) == sorted(r["id"] for r in groups)
+    stage1_only = dataclasses.replace(STEPS, sound_invariance=1.0, dpo_sound_invariance=0.0)
+    assert plan(dataclasses.replace(run, pairs=(pairs, kept), options=stage1_only)).mix.rows == with_kept.mix.rows
+
+
+def test_a_dpo_batch_with_a_kept_group_also_carries_every_version_for_agreement(
+    encoder: OmniEncoder, pairs: Path, tmp_path: Path
+) -> None:
+    from alignment.anchors import KEPT
+    from alignment.data import consistency_groups
+
+    kept = load_rows([write_blind(tmp_path / "kept", category=KEPT)], split=None)
+    group = consistency_groups(kept, KEPT)[0]
+    plain = load_rows([pairs], split=None)[0]
+    batch = DPOCollator(encoder)([group, plain])
+    assert batch["input_ids"].shape[0] == 4  # the group's first version is a pair like the plain row
+    members = batch["consistency"]
+    assert members["consistency_groups"].tolist() == [0, 0] and "labels" not in members
+    tokenizer = encoder.processor.tokenizer
+    for k in (0, 1):
+        answer = members["input_ids"][k][members["consistency_mask"][k]]
+        assert tokenizer.decode(answer) == group["chosen"] + "<|im_end|>"
+    # Muted, then with the dog barking: one picture, two sounds.
+    assert torch.equal(*members["pixel_values_videos"].chunk(2))  # the patches of both, one after the other
+    assert not torch.equal(members["input_features"][0], members["input_features"][1])
+    assert "consistency" not in DPOCollator(encoder)([plain])
+
+
+def test_dpo_adds_the_weighted_disagreement_of_the_kept_versions_to_its_loss(
+    encoder: OmniEncoder, pairs: Path, tiny: Path, tmp_path: Path
+) -> None:
+    from alignment.anchors import KEPT
+    from alignment.data import consistency_groups, to_dataset
+    from alignment.model import load_for_training
+    from alignment.trainers import OmniDPOTrainer, dpo_config
+
+    kept = load_rows([write_blind(tmp_path / "kept", category=KEPT)], split=None)
+    rows = [consistency_groups(kept, KEPT)[0], load_rows([pairs], split=None)[0]]
+    loaded = load_for_training(tiny, FAST)
+    args = dpo_config(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", max_steps=1)
+
+    def loss(weight: float) -> Any:
+        trainer = OmniDPOTrainer(
+            model=loaded.thinker,
+            ref_model=copy.deepcopy(loaded.thinker).eval(),
+            args=args,
+            data_collator=DPOCollator(encoder),
+            train_dataset=to_dataset(rows),
+            processing_class=loaded.processor,
+            sound_invariance=weight,
+        )
+        return trainer.compute_loss(loaded.thinker, DPOCollator(encoder)(rows)), trainer
+
+    plain, _ = loss(0.0)
+    weighted, trainer = loss(2.0)
+    (divergence,) = trainer._metrics["train"]["sound_invariance"]
+    assert divergence > 0  # muted and barking: the random model answers them differently
+    assert float(weighted) == pytest.approx(float(plain) + 2.0 * divergence, rel=1e-4)
+    loaded.thinker.zero_grad()
+    weighted.backward()
+    audio = [p.grad for name, p in loaded.thinker.named_parameters() if "audio_tower." in name and p.grad is not None]
+    assert audio and any(g.abs().sum() > 0 for g in audio)
+
+
+def test_both_stages_log_the_kept_versions_agreement(tiny: Path, pairs: Path, tmp_path: Path) -> None:
+    from alignment.anchors import KEPT
+
+    kept = write_blind(tmp_path / "kept", category=KEPT)
+    options = dataclasses.replace(STEPS, sound_invariance=1.0, batch_size=8)  # every row in one batch
+    run = config(tiny, pairs, tmp_path / "run", mix_ratio="all", options=options)
+    report = train(dataclasses.replace(run, pairs=(pairs, kept)))
+    for stage in ("stage1", "stage2"):
+        logged = [json.loads(line) for line in (report.out / "logs" / f"{stage}.jsonl").read_text().splitlines()]
+        assert any(record.get("sound_invariance", 0) > 0 for record in logged), stage
 
 
 def test_dpo_rows_are_chosen_then_rejected_with_the_prompt_masked_and_media_for_both(

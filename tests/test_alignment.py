@@ -626,6 +626,11 @@ def test_a_ratio_without_general_pairs_is_an_error(cli: Callable[..., Any], pair
     assert "--mix-ratio 0.3 asks for general pairs: pass --general" in cli("--pairs", str(pairs), "--mix-ratio", "0.3")
 
 
+def test_a_negative_sound_invariance_weight_is_an_error(cli: Callable[..., Any], pairs: Path) -> None:
+    said = cli("--pairs", str(pairs), "--sound-invariance", "1", "--dpo-sound-invariance", "-1")
+    assert "--dpo-sound-invariance must be >= 0, got -1" in said
+
+
 def test_a_transformers_too_old_to_train_the_thinker_is_an_error(
     cli: Callable[..., Any], pairs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

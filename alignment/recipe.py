@@ -63,8 +63,8 @@ class TrainOptions:
     # category "blind" or "kept", alignment.anchors); 0: no term, and "blind" pairs are left out. Stage 2
     # applies it to the "kept" groups only (the "blind" ones have no answer to prefer).
     sound_invariance: float = 0.0
-    # Stage 2's weight of the same term on the kept groups; None: sound_invariance. DPO alone moved seed 1's
-    # visual invariance from 100.0 after stage 1 to 93.8 (docs/architecture.md, "Kept guards").
+    # Stage 2's weight of the same term on the kept groups; None: sound_invariance. The gpu loop profile
+    # uses 10 in stage 1 and 100 here (docs/architecture.md, "Kept guards").
     dpo_sound_invariance: float | None = None
     batch_size: int = 4
     grad_accum: int = 1

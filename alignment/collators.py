@@ -95,6 +95,12 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> Any:
     return out
 
 
+def twins(row: Mapping[str, str]) -> list[list[str]] | None:
+    """A consistency group's other members' ``[video, audio]`` (``alignment.data.consistency_groups``); None
+    for a plain pair."""
+    return json.loads(row["twins"]) if row.get("twins") else None
+
+
 class SFTCollator:
     """Prompt + chosen answer; the loss is on the answer (and its end-of-turn token) only.
 
@@ -112,11 +118,11 @@ class SFTCollator:
         group: list[int] = []
         groups = 0
         for row in rows:
-            twins = json.loads(row["twins"]) if row.get("twins") else None
+            others = twins(row)
             encoded.append(self.encoder.encode(row, [row["chosen"]]))
-            group.append(-1 if twins is None else groups)
-            groups += twins is not None
-            for video, audio in twins or ():
+            group.append(-1 if others is None else groups)
+            groups += others is not None
+            for video, audio in others or ():
                 encoded.append(self.encoder.encode({**row, "video": video, "audio": audio}, [row["chosen"]]))
                 group.append(group[-1])
         ids = [e.prompt_ids + list(e.completions[0]) for e in encoded]
@@ -167,7 +173,7 @@ class DPOCollator:
             "completion_mask": _pad(completion, 0),
             **self.encoder.media([*encoded, *encoded]),
         }
-        grouped = [row for row in rows if row.get("twins") and json.loads(row["twins"])]
+        grouped = [row for row in rows if twins(row)]
         if grouped:
             batch["consistency"] = {k: v for k, v in self.groups(grouped).items() if k != "labels"}
         return batch

@@ -44,9 +44,9 @@ class OmniSFTTrainer(SFTTrainer):
     """``SFTTrainer`` on omni batches, plus the sound-invariance term on batches with consistency groups.
 
     A batch without groups goes to ``SFTTrainer.compute_loss`` untouched. One with groups is scored from the
-    model's full logits, as a plain ``Trainer`` would (TRL's fused head keeps none): the labelled rows'
-    token-mean NLL plus ``sound_invariance`` times the groups' divergence (``sound_divergence``), logged as
-    ``sound_invariance``.
+    model's full logits, as a plain ``Trainer`` would (TRL's fused head keeps none): the labelled rows' NLL,
+    per token as TRL counts them, plus ``sound_invariance`` times the groups' divergence (``sound_divergence``),
+    logged as ``sound_invariance``.
     """
 
     def __init__(
@@ -70,6 +70,7 @@ class OmniSFTTrainer(SFTTrainer):
         groups, mask = inputs.pop("consistency_groups", None), inputs.pop("consistency_mask", None)
         if groups is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch
         import torch.nn.functional as F
 
         labels = inputs.pop("labels")
@@ -79,11 +80,18 @@ class OmniSFTTrainer(SFTTrainer):
         logits = outputs.logits[:, :-1]
         targets = labels[:, 1:]
         labelled = targets != -100
-        nll = F.cross_entropy(logits[labelled].float(), targets[labelled]) if labelled.any() else logits.sum() * 0.0
+        # Scaled as TRL's own SFT loss is: over the tokens of every accumulated batch when the Trainer counts
+        # them (it then leaves gradient accumulation to the loss), so a batch with groups weighs as one without.
+        tokens = labelled.sum() if num_items_in_batch is None else num_items_in_batch
+        total = F.cross_entropy(logits[labelled].float(), targets[labelled], reduction="sum")
+        nll = total / torch.as_tensor(tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            nll = nll * (self.accelerator.num_processes // self.get_tp_size())
         divergence = sound_divergence(logits, groups, mask[:, 1:])
         mode = "train" if model.training else "eval"
         self._metrics[mode]["sound_invariance"].append(float(divergence.detach()))
-        loss = nll + self.sound_invariance * divergence
+        steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+        loss = nll + self.sound_invariance * divergence / steps  # a per-batch mean, like TRL's MoE aux loss
         return (loss, outputs) if return_outputs else loss
 
 

@@ -354,6 +354,48 @@ def test_dpo_adds_the_weighted_disagreement_of_the_kept_versions_to_its_loss(
     assert audio and any(g.abs().sum() > 0 for g in audio)
 
 
+def test_an_sft_batch_with_groups_is_scored_as_trl_scores_its_answers_plus_the_weighted_disagreement(
+    encoder: OmniEncoder, pairs: Path, tiny: Path, tmp_path: Path
+) -> None:
+    from trl import SFTTrainer
+
+    from alignment.anchors import KEPT
+    from alignment.data import consistency_groups, to_dataset
+    from alignment.model import load_for_training
+    from alignment.trainers import OmniSFTTrainer, sft_config
+
+    kept = load_rows([write_blind(tmp_path / "kept", category=KEPT)], split=None)
+    rows = [consistency_groups(kept, KEPT)[0], load_rows([pairs], split=None)[0]]
+    loaded = load_for_training(tiny, FAST)
+    trainer = OmniSFTTrainer(
+        model=loaded.thinker,
+        args=sft_config(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", max_steps=1),
+        data_collator=SFTCollator(encoder),
+        train_dataset=to_dataset(rows),
+        processing_class=loaded.processor,
+    )
+    batch = SFTCollator(encoder)(rows)
+    answers = {k: v for k, v in batch.items() if not k.startswith("consistency")}
+    tokens = int((batch["labels"] != -100).sum())
+
+    def loss(weight: float, accumulated: int = 1) -> float:
+        trainer.sound_invariance, trainer.current_gradient_accumulation_steps = weight, accumulated
+        items = None if accumulated == 1 else torch.tensor(tokens * accumulated)
+        return float(trainer.compute_loss(loaded.thinker, dict(batch), num_items_in_batch=items).detach())
+
+    def trl(accumulated: int = 1) -> float:  # TRL's own loss on the same answers, without the groups
+        items = None if accumulated == 1 else torch.tensor(tokens * accumulated)
+        return float(SFTTrainer.compute_loss(trainer, loaded.thinker, dict(answers), False, items).detach())
+
+    assert loss(0.0) == pytest.approx(trl(), rel=1e-4)
+    with_term = loss(2.0)
+    divergence = trainer._metrics["train"]["sound_invariance"][-1]
+    assert divergence > 0 and with_term == pytest.approx(trl() + 2.0 * divergence, rel=1e-4)
+    # Over two accumulated batches the Trainer leaves the averaging to the loss: both halves are halved.
+    assert loss(2.0, accumulated=2) == pytest.approx(trl(2) + divergence, rel=1e-4)
+    assert trl(2) == pytest.approx(trl() / 2, rel=1e-4)
+
+
 def test_both_stages_log_the_kept_versions_agreement(tiny: Path, pairs: Path, tmp_path: Path) -> None:
     from alignment.anchors import KEPT
 

@@ -19,8 +19,8 @@ intervals, the visual-invariance rate (the visual probe under shift, mute and
 swap, with how its failures spread over the clips and how often the visual
 time is right on the original) and the identity rate
 before and after, the average gain over shift, mute and swap, and the
-training's steps/s and peak GPU memory. Each step leaves its result in DIR,
-and a rerun skips the steps already done.
+training's steps/s and peak GPU and resident memory. Each step leaves its
+result in DIR, and a rerun skips the steps already done.
 """
 
 from __future__ import annotations
@@ -670,6 +670,10 @@ def _short(doc: Mapping[str, Any] | None) -> str:
     return "-" if doc is None or doc.get("value") is None else f"{100 * doc['value']:.1f}"
 
 
+def _mib(size: int | None) -> str:
+    return "-" if size is None else f"{size / 2**20:.0f} MiB"
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """The before/after table, the averages and the training's speed."""
     before, after, cmp = report["before"], report["after"], report["comparison"]
@@ -722,10 +726,10 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"{'met' if cmp['target_met'] else 'not met'}"
     )
     for stage in report["training"]["stages"]:
-        memory = stage["peak_memory_bytes"]
+        gpu, resident = stage["peak_memory_bytes"], stage.get("peak_resident_bytes")  # absent from older reports
         lines.append(
             f"training {stage['stage']}: {stage['steps']} steps, {stage['steps_per_second']:.2f} steps/s, "
-            f"peak GPU memory {'-' if memory is None else f'{memory / 2**20:.0f} MiB'}"
+            f"peak GPU memory {_mib(gpu)}, peak resident memory {_mib(resident)}"
         )
     lines.append(
         "pass = right on the edited clip among cases right on the original; combined = right on both, "

@@ -10,7 +10,7 @@ then trains. Layout of the output folder::
     OUT/stage1/checkpoint-N/ ... model/                SFT checkpoints, its result
     OUT/stage2/checkpoint-N/ ... model/                DPO checkpoints, its result
     OUT/final/                                         the thinker (LoRA merged), processor, configs
-    OUT/summary.json                                   counts, steps, steps/s, peak GPU memory
+    OUT/summary.json                                   counts, steps, steps/s, peak GPU and resident memory
 
 ``--resume`` skips a stage whose ``model/`` is complete and continues a stage
 from its latest checkpoint. Stage 2's reference model is stage 1's result.
@@ -42,6 +42,7 @@ from alignment.data import (
 )
 from alignment.errors import AlignmentError, MixError, OutputFolderError
 from alignment.model import Loaded, is_saved, load_for_training, omni_arch, save_model
+from thud_mt.memory import PeakMemory
 from thud_mt.pairs import Split
 
 Stage = Literal["sft", "dpo"]
@@ -160,6 +161,9 @@ class StageReport:
     final_loss: float | None
     resumed_from: str | None
     skipped: bool = False  # a complete result from an earlier run was reused
+    # The process's peak resident set during the stage (Linux; None elsewhere): on a CPU the model's memory,
+    # on a GPU the host's share (decoded media, the collators' batches).
+    peak_resident_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -367,7 +371,6 @@ def run_stage(
     resume: bool,
 ) -> tuple[Any, StageReport]:
     """Train one stage from ``loaded.thinker``; returns the trained model (LoRA merged) and the report."""
-    import torch
     from transformers.trainer_utils import get_last_checkpoint
 
     out.mkdir(parents=True, exist_ok=True)
@@ -386,12 +389,11 @@ def run_stage(
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         trainer = _trainer(stage, loaded, common, options)
         log.info("%s: %d pairs, from %s", stage, len(rows), checkpoint or "the start")
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+        memory = PeakMemory()
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
-    peak = int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+    peaks = memory.read()
     steps = int(trainer.state.global_step)
     done_here = steps - (int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -401,9 +403,10 @@ def run_stage(
         steps=steps,
         seconds=round(seconds, 3),
         steps_per_second=round(done_here / seconds, 4) if seconds > 0 else 0.0,
-        peak_memory_bytes=peak,
+        peak_memory_bytes=peaks.gpu_bytes,
         final_loss=float(losses[-1]) if losses else float(result.training_loss),
         resumed_from=checkpoint,
+        peak_resident_bytes=peaks.resident_bytes,
     )
     log.info("%s: %d steps in %.1f s (%.2f steps/s)", stage, steps, seconds, report.steps_per_second)
     return trainer.model, report
@@ -416,8 +419,9 @@ def reused_report(stage: Stage, result: Path) -> StageReport:
 
     try:
         info = json.loads((result / DONE).read_text(encoding="utf-8"))
-        fields = {f.name for f in dataclasses.fields(StageReport)} - {"stage", "skipped"}
-        return StageReport(stage=stage, skipped=True, **{k: info[k] for k in fields})
+        fields = {f.name for f in dataclasses.fields(StageReport)} - {"stage", "skipped", "peak_resident_bytes"}
+        resident = info.get("peak_resident_bytes")  # absent from results saved before it was measured
+        return StageReport(stage=stage, skipped=True, peak_resident_bytes=resident, **{k: info[k] for k in fields})
     except (OSError, ValueError, KeyError, TypeError):  # saved by an older version: counts unknown
         return StageReport(stage, 0, 0, 0.0, 0.0, None, None, str(result), skipped=True)
 

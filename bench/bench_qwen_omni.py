@@ -17,7 +17,7 @@ where only torch and transformers are installed. Per batch size it reports:
   needed: what the overlap saves);
 - ``prep_qps_1thread``: preprocessing alone, one thread;
 - ``peak_mem_mb``: peak CUDA memory allocated during the end-to-end pass (on a
-  CPU: the process's peak resident set, which only grows).
+  CPU: the process's peak resident set during that pass, ``thud_mt.memory``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runs from a bare checkout too (the GPU machine has no install)
 
 from thud_mt.clip import Clip, Event  # noqa: E402
+from thud_mt.memory import PeakMemory, Peaks  # noqa: E402
 from thud_mt.models.base import Query  # noqa: E402
 from thud_mt.models.qwen_omni import ARCHS, QwenOmni, load  # noqa: E402
 from thud_mt.models.registry import ModelOptions  # noqa: E402
@@ -61,20 +61,9 @@ def synthetic_clip(index: int, size: tuple[int, int], duration: float, fps: floa
     return Clip(id=f"bench-{index}", video=frames, fps=fps, audio=audio, sample_rate=rate, events=(event,))
 
 
-def peak_memory_mb(device: object) -> float:
-    import torch
-
-    if getattr(device, "type", "cpu") == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-
-
-def reset_peak(device: object) -> None:
-    import torch
-
-    if getattr(device, "type", "cpu") == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+def peak_mb(peaks: Peaks, device: object) -> float:
+    size = peaks.gpu_bytes if getattr(device, "type", "cpu") == "cuda" else peaks.resident_bytes
+    return float("nan") if size is None else size / 2**20
 
 
 def sync(device: object) -> None:
@@ -105,12 +94,12 @@ def measure(model: QwenOmni, queries: list[Query], batch: int) -> dict[str, floa
     sync(device)
     generate = time.perf_counter() - started
 
-    reset_peak(device)
+    meter = PeakMemory()
     started = time.perf_counter()
     answers = m.answer(queries)
     sync(device)
     e2e = time.perf_counter() - started
-    peak = peak_memory_mb(device)
+    peak = peak_mb(meter.read(), device)
     failed = [a.error for a in answers if a.error]
     if failed:
         raise SystemExit(f"answering failed: {failed[0]}")

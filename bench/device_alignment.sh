@@ -3,11 +3,11 @@
 # build a synthetic corpus, teach a random-weight tiny Qwen-Omni to answer like the visual-only model,
 # run the suites on held-out clips, harvest on training clips, train (SFT -> DPO), run the suites again.
 # Writes into $OUT (default out/device):
-#   alignment_loop.json   the report (per relation before/after with intervals, steps/s, peak GPU memory)
+#   alignment_loop.json   the report (per relation before/after with intervals, steps/s, peak GPU and resident memory)
 #   alignment_loop.txt    the before/after table
 #   alignment_loop.log    progress and errors
 #   steps.tgz            each finished step's result, the Trainer logs and the suites' results (also of a run cut short)
-#   train_summary.json    the recipe's counts, steps/s and peak GPU memory per stage
+#   train_summary.json    the recipe's counts, steps/s and peak GPU and resident memory per stage
 #   gpu.txt, packages.txt what it ran on
 #
 # The device has torch, transformers, peft, accelerate, pytest, hypothesis, xdist, scipy, click and tqdm, but

@@ -460,6 +460,8 @@ def test_the_final_folder_loads_as_qwen_omni_and_answers(trained: tuple[Any, Rec
     assert answer.error is None and answer.meta["new_tokens"] >= 1
     summary = json.loads((report.out / "summary.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == ["sft", "dpo"]
+    assert all(s["peak_resident_bytes"] > 0 for s in summary["stages"])
+    assert all((s["peak_memory_bytes"] is None) != torch.cuda.is_available() for s in summary["stages"])
     assert summary["mix"] == {"intervention": 3, "general": 3, "ratio": 0.5}  # 3 general pairs: half the mix
     logs = [json.loads(line) for line in (report.out / "logs" / "stage2.jsonl").read_text().splitlines()]
     assert any("rewards/margins" in entry for entry in logs)
@@ -1059,6 +1061,8 @@ def test_the_closed_loop_runs_end_to_end_and_reports_before_and_after(tmp_path: 
     assert set(report["comparison"]["gain"]) == {"shift", "mute", "swap", "identity"}
     assert [s["stage"] for s in report["training"]["stages"]] == ["sft", "dpo"]
     assert all(s["steps"] == 3 and s["steps_per_second"] > 0 for s in report["training"]["stages"])
+    # Each stage's own peak resident set: at least the loaded torch and model, far below this machine's memory.
+    assert all(2**27 < s["peak_resident_bytes"] < 2**34 for s in report["training"]["stages"])
     harvest = report["harvest"]
     assert harvest["intervention"] > 0 and harvest["anchors"] > 0 and harvest["general"] > 0
     assert set(harvest["seconds"]) == {"suites", "general", "anchors", "guards"}  # where its time went

@@ -161,8 +161,8 @@ class StageReport:
     final_loss: float | None
     resumed_from: str | None
     skipped: bool = False  # a complete result from an earlier run was reused
-    # The process's peak resident set during the stage (Linux; None elsewhere): on a CPU the model's memory,
-    # on a GPU the host's share (decoded media, the collators' batches).
+    # The training process's peak resident set during the stage (Linux; None elsewhere): on a CPU the model's
+    # memory, on a GPU the host's share. Dataloader workers are processes of their own and not counted.
     peak_resident_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:

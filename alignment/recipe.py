@@ -419,9 +419,10 @@ def reused_report(stage: Stage, result: Path) -> StageReport:
 
     try:
         info = json.loads((result / DONE).read_text(encoding="utf-8"))
-        fields = {f.name for f in dataclasses.fields(StageReport)} - {"stage", "skipped", "peak_resident_bytes"}
-        resident = info.get("peak_resident_bytes")  # absent from results saved before it was measured
-        return StageReport(stage=stage, skipped=True, peak_resident_bytes=resident, **{k: info[k] for k in fields})
+        fields = [f for f in dataclasses.fields(StageReport) if f.name not in ("stage", "skipped")]
+        # A field with a default was added later: results saved before it keep the default.
+        known = {f.name: info[f.name] for f in fields if f.name in info or f.default is dataclasses.MISSING}
+        return StageReport(stage=stage, skipped=True, **known)
     except (OSError, ValueError, KeyError, TypeError):  # saved by an older version: counts unknown
         return StageReport(stage, 0, 0, 0.0, 0.0, None, None, str(result), skipped=True)
 

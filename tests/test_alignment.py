@@ -32,7 +32,7 @@ from alignment.cli import main  # noqa: E402
 from alignment.collators import DPOCollator, OmniEncoder, SFTCollator  # noqa: E402
 from alignment.data import MediaReader, by_kind, load_rows, mix_pairs  # noqa: E402
 from alignment.errors import MixError, OutputFolderError  # noqa: E402
-from alignment.recipe import RecipeConfig, TrainOptions, train  # noqa: E402
+from alignment.recipe import RecipeConfig, TrainOptions, reused_report, train  # noqa: E402
 from helpers import make_clip  # noqa: E402
 from thud_mt.interventions import mute, swap  # noqa: E402
 from thud_mt.models.base import Query  # noqa: E402
@@ -212,6 +212,15 @@ def write_blind(folder: Path, category: str = "blind") -> Path:
     return folder / "pairs.jsonl"
 
 
+def kept_group_and_pair(folder: Path, pairs: Path) -> list[dict[str, str]]:
+    """One picture's kept versions folded into a group (muted, then with a dog barking), and a plain pair."""
+    from alignment.anchors import KEPT
+    from alignment.data import consistency_groups
+
+    kept = load_rows([write_blind(folder, category=KEPT)], split=None)
+    return [consistency_groups(kept, KEPT)[0], load_rows([pairs], split=None)[0]]
+
+
 def test_a_consistency_group_is_one_sequence_per_sound_scored_by_agreement_not_by_its_answer(
     encoder: OmniEncoder, pairs: Path, tiny: Path, tmp_path: Path
 ) -> None:
@@ -298,12 +307,7 @@ def test_kept_guards_are_learned_like_any_pair_in_both_stages(tiny: Path, pairs:
 def test_a_dpo_batch_with_a_kept_group_also_carries_every_version_for_agreement(
     encoder: OmniEncoder, pairs: Path, tmp_path: Path
 ) -> None:
-    from alignment.anchors import KEPT
-    from alignment.data import consistency_groups
-
-    kept = load_rows([write_blind(tmp_path / "kept", category=KEPT)], split=None)
-    group = consistency_groups(kept, KEPT)[0]
-    plain = load_rows([pairs], split=None)[0]
+    group, plain = kept_group_and_pair(tmp_path / "kept", pairs)
     batch = DPOCollator(encoder)([group, plain])
     assert batch["input_ids"].shape[0] == 4  # the group's first version is a pair like the plain row
     members = batch["consistency"]
@@ -321,13 +325,11 @@ def test_a_dpo_batch_with_a_kept_group_also_carries_every_version_for_agreement(
 def test_dpo_adds_the_weighted_disagreement_of_the_kept_versions_to_its_loss(
     encoder: OmniEncoder, pairs: Path, tiny: Path, tmp_path: Path
 ) -> None:
-    from alignment.anchors import KEPT
-    from alignment.data import consistency_groups, to_dataset
+    from alignment.data import to_dataset
     from alignment.model import load_for_training
     from alignment.trainers import OmniDPOTrainer, dpo_config
 
-    kept = load_rows([write_blind(tmp_path / "kept", category=KEPT)], split=None)
-    rows = [consistency_groups(kept, KEPT)[0], load_rows([pairs], split=None)[0]]
+    rows = kept_group_and_pair(tmp_path / "kept", pairs)
     loaded = load_for_training(tiny, FAST)
     args = dpo_config(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", max_steps=1)
 
@@ -359,13 +361,11 @@ def test_an_sft_batch_with_groups_is_scored_as_trl_scores_its_answers_plus_the_w
 ) -> None:
     from trl import SFTTrainer
 
-    from alignment.anchors import KEPT
-    from alignment.data import consistency_groups, to_dataset
+    from alignment.data import to_dataset
     from alignment.model import load_for_training
     from alignment.trainers import OmniSFTTrainer, sft_config
 
-    kept = load_rows([write_blind(tmp_path / "kept", category=KEPT)], split=None)
-    rows = [consistency_groups(kept, KEPT)[0], load_rows([pairs], split=None)[0]]
+    rows = kept_group_and_pair(tmp_path / "kept", pairs)
     loaded = load_for_training(tiny, FAST)
     trainer = OmniSFTTrainer(
         model=loaded.thinker,
@@ -537,6 +537,11 @@ def test_a_run_stopped_after_a_checkpoint_resumes_from_it(
     assert reused.skipped and not sft.skipped
     # ... with the figures of the run that trained it: a run split over calls still reports its steps/s.
     assert dataclasses.replace(reused, skipped=False) == sft
+    # A stage saved before the resident peak was measured keeps its other figures.
+    done = out / "stage1" / "model" / "alignment.json"
+    done.write_text(json.dumps({k: v for k, v in json.loads(done.read_text()).items() if k != "peak_resident_bytes"}))
+    older = reused_report("sft", out / "stage1" / "model")
+    assert older.peak_resident_bytes is None and older.steps_per_second == sft.steps_per_second > 0
 
 
 # ---------------------------------------------------------------------------------------------------- the mix

@@ -24,9 +24,6 @@ class Peaks:
     resident_bytes: int | None  # the process's peak resident set; None where it cannot be reset (not Linux)
     gpu_bytes: int | None  # torch.cuda.max_memory_allocated; None without CUDA
 
-    def to_json(self) -> dict[str, int | None]:
-        return {"resident_bytes": self.resident_bytes, "gpu_bytes": self.gpu_bytes}
-
 
 class PeakMemory:
     """Measures from construction, or from the last ``restart()``; ``read()`` gives the peaks so far."""
